@@ -1,0 +1,205 @@
+"""The module's error tables (reference section 5) and their mapping to OSError.
+
+Two tables exist. ``<err_info>`` (5.1) travels in ``+IP ERROR:`` lines, as a
+string by default or as a number with ``AT+CIPCCFG`` errMode 0. ``<err>`` (5.2)
+travels in ``+NETOPEN:``, ``+CIPOPEN:``, ``+CIPCLOSE:``, ``+CIPERROR:`` and the
+other late results. Both map to the ``OSError`` subclass a host socket would
+raise, with ``errno`` set and the module's own code kept on the exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Final
+
+__all__ = [
+    "ERR_DESCRIPTIONS",
+    "IP_ERROR_STRINGS",
+    "CommandError",
+    "ModuleError",
+    "ProtocolError",
+    "err_to_oserror",
+    "ip_error_code",
+    "ip_error_to_oserror",
+]
+
+
+class ProtocolError(Exception):
+    """The module sent something the reference does not allow.
+
+    Raised by the parser (after it has resynchronised to the next line) and by
+    the engine when a response breaks the command's grammar. Not an OSError:
+    it is the module's misbehaviour, not a network condition.
+    """
+
+
+class ModuleError(OSError):
+    """Marker base for errors the module reported; ``module_code`` keeps its number."""
+
+    module_code: int | None = None
+    module_text: str | None = None
+
+
+class CommandError(ModuleError):
+    """A command failed with a result no more specific OSError describes.
+
+    ``args`` follow OSError: ``(errno, strerror)``; ``command`` is the AT
+    command line (without CR) and ``module_code`` / ``module_text`` the
+    module's own error, where it gave one.
+    """
+
+    command: str | None = None
+
+
+# --- 5.1 <err_info> ------------------------------------------------------------
+
+IP_ERROR_STRINGS: Final[dict[int, str]] = {
+    0: "Connection time out",
+    1: "Bind port failed",
+    2: "Port overflow",
+    3: "Create socket failed",
+    4: "Network is already opened",
+    5: "Network is already closed",
+    6: "No clients connected",
+    7: "No active client",
+    8: "Network not opened",
+    9: "Client index overflow",
+    10: "Connection is already created",
+    11: "Connection is not created",
+    12: "Invalid parameter",
+    13: "Operation not supported",
+    14: "DNS query failed",
+    15: "TCP busy",
+    16: "Net close failed for socket opened",
+    17: "Sending time out",
+    18: "Sending failure for network error",
+    19: "Open failure for network error",
+    20: "Server is already listening",
+    21: "Operation failed",
+    22: "No data",
+}
+_IP_ERROR_BY_TEXT: Final[dict[str, int]] = {
+    text.lower(): code for code, text in IP_ERROR_STRINGS.items()
+}
+
+_IP_ERROR_ERRNO: Final[dict[int, int]] = {
+    0: errno.ETIMEDOUT,
+    1: errno.EADDRINUSE,
+    2: errno.EADDRNOTAVAIL,
+    3: errno.EMFILE,
+    4: errno.EISCONN,
+    5: errno.ENETDOWN,
+    6: errno.ENOTCONN,
+    7: errno.ENOTCONN,
+    8: errno.ENETDOWN,
+    9: errno.EMFILE,
+    10: errno.EISCONN,
+    11: errno.ENOTCONN,
+    12: errno.EINVAL,
+    13: errno.EOPNOTSUPP,
+    14: errno.EHOSTUNREACH,  # raised as socket.gaierror, see ip_error_to_oserror
+    15: errno.EBUSY,
+    16: errno.EBUSY,
+    17: errno.ETIMEDOUT,
+    18: errno.ENETUNREACH,
+    19: errno.ENETUNREACH,
+    20: errno.EADDRINUSE,
+    21: errno.EIO,
+    22: errno.EAGAIN,
+}
+
+# --- 5.2 <err> -----------------------------------------------------------------
+
+ERR_DESCRIPTIONS: Final[dict[int, str]] = {
+    0: "operation succeeded",
+    1: "network failure",
+    2: "network not opened",
+    3: "wrong parameter",
+    4: "operation not supported",
+    5: "failed to create socket",
+    6: "failed to bind socket",
+    7: "TCP server is already listening",
+    8: "busy",
+    9: "sockets opened",
+    10: "timeout",
+    11: "DNS parse failed for AT+CIPOPEN",
+    12: "unknown error",
+}
+
+_ERR_ERRNO: Final[dict[int, int]] = {
+    1: errno.ENETUNREACH,
+    2: errno.ENETDOWN,
+    3: errno.EINVAL,
+    4: errno.EOPNOTSUPP,
+    5: errno.EMFILE,
+    6: errno.EADDRINUSE,
+    7: errno.EADDRINUSE,
+    8: errno.EBUSY,
+    9: errno.EBUSY,
+    10: errno.ETIMEDOUT,
+    12: errno.EIO,
+}
+
+#: ``+CIPOPEN: <link>,1`` is what the module (and the virtual SIM7028) reports
+#: when a TCP connect fails at the peer: the module does not tell a refusal
+#: from an unreachable host, and a refusal is by far the common case.
+CIPOPEN_CONNECT_FAILED: Final = 1
+
+
+def ip_error_code(info: str) -> int | None:
+    """The 5.1 number of an ``+IP ERROR:`` payload, given as text or as a number."""
+    info = info.strip()
+    if info.isdigit():
+        return int(info)
+    return _IP_ERROR_BY_TEXT.get(info.lower())
+
+
+def _build(err_no: int, text: str, code: int | None, module_text: str | None) -> OSError:
+    exc: OSError
+    if err_no == errno.ECONNREFUSED:
+        exc = ConnectionRefusedError(err_no, text)
+    elif err_no == errno.ECONNRESET:
+        exc = ConnectionResetError(err_no, text)
+    elif err_no == errno.ETIMEDOUT:
+        exc = TimeoutError(err_no, text)
+    elif err_no == errno.EPIPE:
+        exc = BrokenPipeError(err_no, text)
+    else:
+        exc = CommandError(err_no, text)
+    exc.module_code = code  # type: ignore[attr-defined]
+    exc.module_text = module_text  # type: ignore[attr-defined]
+    return exc
+
+
+def err_to_oserror(code: int, *, context: str = "") -> OSError:
+    """The OSError for a 5.2 ``<err>`` code; ``context`` names the command (e.g. ``"CIPOPEN"``).
+
+    ``+CIPOPEN: <link>,1`` becomes ``ConnectionRefusedError`` and
+    ``+CIPOPEN: <link>,11`` a ``socket.gaierror``, as ``loop.create_connection``
+    would raise; everything else follows the table.
+    """
+    description = ERR_DESCRIPTIONS.get(code, f"unknown error {code}")
+    text = f"{context}: {description} (module error {code})" if context else description
+    if context == "CIPOPEN" and code == CIPOPEN_CONNECT_FAILED:
+        return _build(errno.ECONNREFUSED, text, code, description)
+    if code == 11:
+        gai = socket.gaierror(socket.EAI_NONAME, text)
+        gai.module_code = code  # type: ignore[attr-defined]
+        gai.module_text = description  # type: ignore[attr-defined]
+        return gai
+    return _build(_ERR_ERRNO.get(code, errno.EIO), text, code, description)
+
+
+def ip_error_to_oserror(info: str, *, context: str = "") -> OSError:
+    """The OSError for an ``+IP ERROR: <err_info>`` line (text or number)."""
+    code = ip_error_code(info)
+    description = IP_ERROR_STRINGS.get(code, info) if code is not None else info
+    text = f"{context}: {description}" if context else description
+    if code == 14:
+        gai = socket.gaierror(socket.EAI_NONAME, text)
+        gai.module_code = code  # type: ignore[attr-defined]
+        gai.module_text = description  # type: ignore[attr-defined]
+        return gai
+    err_no = _IP_ERROR_ERRNO.get(code, errno.EIO) if code is not None else errno.EIO
+    return _build(err_no, text, code, description)
