@@ -17,11 +17,17 @@ __all__ = [
     "ERR_DESCRIPTIONS",
     "IP_ERROR_STRINGS",
     "CommandError",
+    "ModuleConnectionRefusedError",
+    "ModuleConnectionResetError",
     "ModuleError",
+    "ModuleGaiError",
+    "ModuleTimeoutError",
     "ProtocolError",
     "err_to_oserror",
+    "gai_error",
     "ip_error_code",
     "ip_error_to_oserror",
+    "module_error",
 ]
 
 
@@ -155,20 +161,48 @@ def ip_error_code(info: str) -> int | None:
     return _IP_ERROR_BY_TEXT.get(info.lower())
 
 
-def _build(err_no: int, text: str, code: int | None, module_text: str | None) -> OSError:
-    exc: OSError
-    if err_no == errno.ECONNREFUSED:
-        exc = ConnectionRefusedError(err_no, text)
-    elif err_no == errno.ECONNRESET:
-        exc = ConnectionResetError(err_no, text)
-    elif err_no == errno.ETIMEDOUT:
-        exc = TimeoutError(err_no, text)
-    elif err_no == errno.EPIPE:
-        exc = BrokenPipeError(err_no, text)
-    else:
-        exc = CommandError(err_no, text)
-    exc.module_code = code  # type: ignore[attr-defined]
-    exc.module_text = module_text  # type: ignore[attr-defined]
+class ModuleConnectionRefusedError(ConnectionRefusedError, ModuleError):
+    """The module could not connect (``+CIPOPEN: <link>,1``)."""
+
+
+class ModuleConnectionResetError(ConnectionResetError, ModuleError):
+    """The module reported the connection broken."""
+
+
+class ModuleTimeoutError(TimeoutError, ModuleError):
+    """The module reported a timeout (5.1 code 0 or 17, 5.2 code 10)."""
+
+
+class ModuleBrokenPipeError(BrokenPipeError, ModuleError):
+    """The module could not send on a link that is gone."""
+
+
+class ModuleGaiError(socket.gaierror, ModuleError):
+    """The module's DNS failed (``+CDNSGIP: 0,<err>``, 5.1 code 14, 5.2 code 11)."""
+
+
+_CLASS_BY_ERRNO: Final[dict[int, type[ModuleError]]] = {
+    errno.ECONNREFUSED: ModuleConnectionRefusedError,
+    errno.ECONNRESET: ModuleConnectionResetError,
+    errno.ETIMEDOUT: ModuleTimeoutError,
+    errno.EPIPE: ModuleBrokenPipeError,
+}
+
+
+def module_error(err_no: int, text: str, code: int | None, module_text: str | None) -> OSError:
+    """The OSError subclass for ``err_no`` (else ``CommandError``), tagged with the module code."""
+    cls = _CLASS_BY_ERRNO.get(err_no, CommandError)
+    exc = cls(err_no, text)
+    exc.module_code = code
+    exc.module_text = module_text
+    return exc
+
+
+def gai_error(text: str, code: int | None, module_text: str | None) -> OSError:
+    """A ``socket.gaierror`` (EAI_NONAME) tagged with the module's code."""
+    exc = ModuleGaiError(socket.EAI_NONAME, text)
+    exc.module_code = code
+    exc.module_text = module_text
     return exc
 
 
@@ -182,13 +216,10 @@ def err_to_oserror(code: int, *, context: str = "") -> OSError:
     description = ERR_DESCRIPTIONS.get(code, f"unknown error {code}")
     text = f"{context}: {description} (module error {code})" if context else description
     if context == "CIPOPEN" and code == CIPOPEN_CONNECT_FAILED:
-        return _build(errno.ECONNREFUSED, text, code, description)
+        return module_error(errno.ECONNREFUSED, text, code, description)
     if code == 11:
-        gai = socket.gaierror(socket.EAI_NONAME, text)
-        gai.module_code = code  # type: ignore[attr-defined]
-        gai.module_text = description  # type: ignore[attr-defined]
-        return gai
-    return _build(_ERR_ERRNO.get(code, errno.EIO), text, code, description)
+        return gai_error(text, code, description)
+    return module_error(_ERR_ERRNO.get(code, errno.EIO), text, code, description)
 
 
 def ip_error_to_oserror(info: str, *, context: str = "") -> OSError:
@@ -197,9 +228,6 @@ def ip_error_to_oserror(info: str, *, context: str = "") -> OSError:
     description = IP_ERROR_STRINGS.get(code, info) if code is not None else info
     text = f"{context}: {description}" if context else description
     if code == 14:
-        gai = socket.gaierror(socket.EAI_NONAME, text)
-        gai.module_code = code  # type: ignore[attr-defined]
-        gai.module_text = description  # type: ignore[attr-defined]
-        return gai
+        return gai_error(text, code, description)
     err_no = _IP_ERROR_ERRNO.get(code, errno.EIO) if code is not None else errno.EIO
-    return _build(err_no, text, code, description)
+    return module_error(err_no, text, code, description)

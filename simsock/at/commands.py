@@ -1,0 +1,424 @@
+"""Command builders: the only way an argument reaches the wire (reference section 3).
+
+Every builder validates and quotes its arguments and refuses, with
+``ValueError``, anything the module could misread: a ``"`` or a control byte
+inside a string, a number out of range, a host name outside the rules of 3.17.
+A :class:`Command` carries its line and its maximum response time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "CIPTIMEOUT_DEFAULT_S",
+    "MAX_LINK",
+    "MAX_SEND_BYTES",
+    "Command",
+    "check_host",
+    "check_link",
+    "check_port",
+    "escape_variable_payload",
+    "quote",
+    "raw",
+]
+
+#: Links 0-1 and servers 0-1 (3, 3.3, 3.14); a module may report others via ``=?``.
+MAX_LINK = 1
+MAX_SERVER = 1
+#: Largest ``AT+CIPSEND`` and ``AT+CIPRXGET=2`` length (3.4, 3.5).
+MAX_SEND_BYTES = 1500
+MAX_READ_BYTES = 1500
+MAX_HEX_READ_BYTES = 750
+#: Default maximum response time of NETOPEN/NETCLOSE/CIPOPEN/CIPSEND/CIPCLOSE (3.12).
+CIPTIMEOUT_DEFAULT_S = 120.0
+#: Maximum response times of the other commands (section 3 preamble).
+CIPRXGET_TIMEOUT_S = 8.0
+CDNSGIP_TIMEOUT_S = 6.0
+DEFAULT_TIMEOUT_S = 9.0
+#: Longest command line the module accepts (a common SIMCom limit).
+MAX_COMMAND_CHARS = 556
+#: Domain rules of AT+CDNSGIP (3.17).
+MAX_DOMAIN_CHARS = 254
+MAX_LABEL_CHARS = 63
+
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*\Z")
+#: Commands whose timeout is AT+CIPTIMEOUT's (3.12).
+_CIPTIMEOUT_COMMANDS = frozenset({"+NETOPEN", "+NETCLOSE", "+CIPOPEN", "+CIPSEND", "+CIPCLOSE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One validated command line (without its CR) and the longest the module may take."""
+
+    line: str
+    timeout_s: float
+
+    @property
+    def wire(self) -> bytes:
+        """The bytes to write: the line and its CR (1)."""
+        return self.line.encode("ascii") + b"\r"
+
+    @property
+    def name(self) -> str:
+        """``"+CIPOPEN"`` for ``AT+CIPOPEN=...``, ``"E0"`` for ``ATE0``."""
+        body = self.line[2:]
+        match = re.match(r"\+?[A-Za-z&]+[0-9]?", body)
+        return match.group(0).upper() if match else body
+
+
+def _command(body: str, timeout_s: float | None = None) -> Command:
+    line = "AT" + body
+    if timeout_s is None:
+        name = Command(line, 0.0).name
+        if name in _CIPTIMEOUT_COMMANDS:
+            timeout_s = CIPTIMEOUT_DEFAULT_S
+        elif name == "+CIPRXGET":
+            timeout_s = CIPRXGET_TIMEOUT_S
+        elif name == "+CDNSGIP":
+            timeout_s = CDNSGIP_TIMEOUT_S
+        else:
+            timeout_s = DEFAULT_TIMEOUT_S
+    return Command(line, timeout_s)
+
+
+# --- argument checks --------------------------------------------------------------
+
+
+def _int(value: object, low: int, high: int, what: str) -> int:
+    if type(value) is not int:  # bool and float are refused, not coerced
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} outside {low}..{high}")
+    return value
+
+
+def check_link(link: int, max_link: int = MAX_LINK) -> int:
+    """A link number 0..max_link."""
+    return _int(link, 0, max_link, "link")
+
+
+def check_port(port: int, *, allow_zero: bool = False) -> int:
+    """A TCP/UDP port 1..65535 (0 too with ``allow_zero``)."""
+    return _int(port, 0 if allow_zero else 1, 65535, "port")
+
+
+def quote(text: str, what: str = "string") -> str:
+    """``text`` in double quotes, refused when it holds ``"``, a control byte or non-ASCII."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
+    if '"' in text or not _PRINTABLE.match(text):
+        raise ValueError(f"{what} {text!r} has a quote, a control byte or a non-ASCII character")
+    return f'"{text}"'
+
+
+def check_domain(name: str) -> str:
+    """A domain name by the rules of AT+CDNSGIP (3.17); ``ValueError`` otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"host must be a str, not {type(name).__name__}")
+    if not name or len(name) > MAX_DOMAIN_CHARS:
+        raise ValueError(f"host name must be 1..{MAX_DOMAIN_CHARS} characters: {name!r}")
+    for label in name.split("."):
+        if len(label) > MAX_LABEL_CHARS or not _LABEL.match(label):
+            raise ValueError(
+                f"invalid host name {name!r}: labels are 1..{MAX_LABEL_CHARS} of a-z A-Z 0-9 -,"
+                " starting with a letter or digit (3.17)"
+            )
+    return name
+
+
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address when ``host`` is an IPv4/IPv6 literal (brackets allowed), else ``None``."""
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def check_host(host: str) -> str:
+    """An IP literal (normalised) or a domain name by 3.17; ``ValueError`` otherwise."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {type(host).__name__}")
+    address = ip_literal(host)
+    if address is not None:
+        return str(address)
+    return check_domain(host)
+
+
+# --- general commands (3.21) --------------------------------------------------------
+
+
+def at() -> Command:
+    """``AT``: is anybody there (used to synchronise)."""
+    return _command("")
+
+
+def echo(on: bool) -> Command:
+    """``ATE1`` / ``ATE0``."""
+    return _command("E1" if on else "E0")
+
+
+def query(name: str) -> Command:
+    """``AT<name>?`` for a known command name such as ``+NETOPEN``."""
+    return _command(_name(name) + "?")
+
+
+def test(name: str) -> Command:
+    """``AT<name>=?``: the module's supported ranges."""
+    return _command(_name(name) + "=?")
+
+
+def _name(name: str) -> str:
+    if not re.fullmatch(r"\+[A-Z]+", name):
+        raise ValueError(f"not a command name: {name!r}")
+    return name
+
+
+def cgdcont(apn: str, pdp_type: str = "IP", cid: int = 1) -> Command:
+    """``AT+CGDCONT=<cid>,"<type>","<apn>"``."""
+    if pdp_type not in ("IP", "IPV6", "IPV4V6"):
+        raise ValueError(f"PDP type must be IP, IPV6 or IPV4V6: {pdp_type!r}")
+    _int(cid, 1, 15, "cid")
+    if len(apn) > 99:
+        raise ValueError("APN longer than 99 characters")
+    return _command(f"+CGDCONT={cid},{quote(pdp_type)},{quote(apn, 'APN')}")
+
+
+def raw(line: str) -> Command:
+    """A user's own command for ``modem.command()``, checked so it cannot break the stream.
+
+    One printable-ASCII line starting with ``AT``, no ``;`` chaining outside
+    quotes, and none of the commands the engine owns (payload transfer and
+    mode switches), which would desynchronise it.
+    """
+    if not isinstance(line, str):
+        raise TypeError(f"command must be a str, not {type(line).__name__}")
+    if not line[:2].upper() == "AT":
+        raise ValueError(f"a command starts with AT: {line!r}")
+    if not _PRINTABLE.match(line) or len(line) > MAX_COMMAND_CHARS:
+        raise ValueError(
+            f"a command is one line of at most {MAX_COMMAND_CHARS} printable ASCII characters"
+        )
+    outside_quotes = line.split('"')[::2]
+    if line.count('"') % 2:
+        raise ValueError(f"unbalanced quotes in {line!r}")
+    if any(";" in part for part in outside_quotes):
+        raise ValueError("chained commands (;) are not accepted; send one at a time")
+    body = line[2:].upper().replace(" ", "")
+    if body in ("O", "O0") or (
+        any(body.startswith(prefix) for prefix in _ENGINE_OWNED)
+        and not body.startswith("+CIPSENDMODE")
+    ):
+        raise ValueError(f"{line!r} is managed by simsock itself; use the socket API")
+    return _command(line[2:])
+
+
+#: Commands that move payload or switch modes: only the engine may send them.
+_ENGINE_OWNED = ("+CIPSEND", "+CIPMODE", "+CIPRXGET=0", "+CIPRXGET=2", "+CIPRXGET=3")
+
+
+# --- socket service (3.1-3.20) ----------------------------------------------------
+
+
+def netopen() -> Command:
+    """``AT+NETOPEN`` (3.1): ``OK`` then ``+NETOPEN: <err>``."""
+    return _command("+NETOPEN")
+
+
+def netclose() -> Command:
+    """``AT+NETCLOSE`` (3.2): ``OK`` then ``+NETCLOSE: <err>``."""
+    return _command("+NETCLOSE")
+
+
+def cipopen_tcp(link: int, host: str, port: int, local_port: int | None = None) -> Command:
+    """``AT+CIPOPEN=<link>,"TCP","<host>",<port>[,<local_port>]`` (3.3)."""
+    body = f'+CIPOPEN={check_link(link)},"TCP",{quote(check_host(host), "host")},{check_port(port)}'
+    if local_port is not None:
+        body += f",{check_port(local_port)}"
+    return _command(body)
+
+
+def cipopen_udp(
+    link: int, local_port: int, host: str | None = None, port: int | None = None
+) -> Command:
+    """``AT+CIPOPEN=<link>,"UDP",,,<local_port>`` (3.3), or with the remote in transparent mode."""
+    check_link(link)
+    check_port(local_port, allow_zero=True)
+    if host is None:
+        return _command(f'+CIPOPEN={link},"UDP",,,{local_port}')
+    if port is None:
+        raise ValueError("a remote host needs a remote port")
+    remote = f"{quote(check_host(host), 'host')},{check_port(port)}"
+    return _command(f'+CIPOPEN={link},"UDP",{remote},{local_port}')
+
+
+def cipsend(
+    link: int, length: int | None, host: str | None = None, port: int | None = None
+) -> Command:
+    """``AT+CIPSEND=<link>[,<length>][,"<ip>",<port>]`` (3.4); ``length=None`` for Ctrl+Z mode."""
+    body = f"+CIPSEND={check_link(link)}"
+    length_text = "" if length is None else str(_int(length, 1, MAX_SEND_BYTES, "length"))
+    if host is not None:
+        if port is None:
+            raise ValueError("a UDP destination needs a port")
+        address = ip_literal(host)
+        if address is None:
+            raise ValueError(f"a UDP destination must be an IP address, not {host!r}")
+        body += f",{length_text},{quote(str(address))},{check_port(port)}"
+    elif length is not None:
+        body += f",{length_text}"
+    return _command(body)
+
+
+#: Ctrl+Z ends a variable-length CIPSEND, ESC cancels it; 0x03 escapes (3.4).
+CTRL_Z = 0x1A
+ESC = 0x1B
+_ETX = 0x03
+
+
+def escape_variable_payload(data: bytes) -> bytes:
+    """``data`` escaped for a Ctrl+Z-terminated CIPSEND, terminator included (3.4)."""
+    out = bytearray()
+    for byte in data:
+        if byte in (CTRL_Z, ESC, _ETX):
+            out.append(_ETX)
+        out.append(byte)
+    out.append(CTRL_Z)
+    return bytes(out)
+
+
+def ciprxget_mode(mode: int) -> Command:
+    """``AT+CIPRXGET=0|1`` (3.5): direct push or buffer access."""
+    return _command(f"+CIPRXGET={_int(mode, 0, 1, 'mode')}")
+
+
+def ciprxget_read(link: int, length: int = MAX_READ_BYTES, *, hex: bool = False) -> Command:
+    """``AT+CIPRXGET=2|3,<link>,<len>`` (3.5): read buffered data, raw or as hex."""
+    limit = MAX_HEX_READ_BYTES if hex else MAX_READ_BYTES
+    return _command(
+        f"+CIPRXGET={3 if hex else 2},{check_link(link)},{_int(length, 1, limit, 'length')}"
+    )
+
+
+def ciprxget_pending(link: int) -> Command:
+    """``AT+CIPRXGET=4,<link>`` (3.5): how much data waits."""
+    return _command(f"+CIPRXGET=4,{check_link(link)}")
+
+
+def cipclose(link: int) -> Command:
+    """``AT+CIPCLOSE=<link>`` (3.6)."""
+    return _command(f"+CIPCLOSE={check_link(link)}")
+
+
+def ipaddr() -> Command:
+    """``AT+IPADDR`` (3.7)."""
+    return _command("+IPADDR")
+
+
+def _switch(name: str, mode: int) -> Command:
+    return _command(f"{name}={_int(mode, 0, 1, 'mode')}")
+
+
+def ciphead(mode: int) -> Command:
+    """``AT+CIPHEAD=0|1`` (3.8): ``+IPD<len>`` before pushed data."""
+    return _switch("+CIPHEAD", mode)
+
+
+def cipsrip(mode: int) -> Command:
+    """``AT+CIPSRIP=0|1`` (3.9): ``RECV FROM:`` before pushed data."""
+    return _switch("+CIPSRIP", mode)
+
+
+def cipmode(mode: int) -> Command:
+    """``AT+CIPMODE=0|1`` (3.10): command or transparent mode."""
+    return _switch("+CIPMODE", mode)
+
+
+def cipsendmode(mode: int) -> Command:
+    """``AT+CIPSENDMODE=0|1`` (3.11): report sends once the peer has acknowledged them."""
+    return _switch("+CIPSENDMODE", mode)
+
+
+def ciptimeout(netopen_ms: int | None, cipopen_ms: int | None, cipsend_ms: int | None) -> Command:
+    """``AT+CIPTIMEOUT=[<netopen>][,[<cipopen>][,<cipsend>]]`` (3.12), each 3000-120000 ms."""
+    parts = [
+        "" if v is None else str(_int(v, 3000, 120000, "timeout (ms)"))
+        for v in (netopen_ms, cipopen_ms, cipsend_ms)
+    ]
+    return _command("+CIPTIMEOUT=" + ",".join(parts).rstrip(","))
+
+
+def cipccfg(
+    nm_retry: int = 10,
+    delay_ms: int = 0,
+    ack: int = 0,
+    err_mode: int = 1,
+    header_type: int = 0,
+    async_mode: int = 0,
+    timeout_ms: int = 500,
+) -> Command:
+    """``AT+CIPCCFG=...`` (3.13) with the reference's ranges; defaults are the module's."""
+    values = (
+        _int(nm_retry, 0, 10, "NmRetry"),
+        _int(delay_ms, 0, 1000, "DelayTm"),
+        _int(ack, 0, 0, "Ack"),
+        _int(err_mode, 0, 1, "errMode"),
+        _int(header_type, 0, 1, "HeaderType"),
+        _int(async_mode, 0, 1, "AsyncMode"),
+        _int(timeout_ms, 500, 120000, "TimeoutVal"),
+    )
+    return _command("+CIPCCFG=" + ",".join(map(str, values)))
+
+
+def serverstart(port: int, server: int, backlog: int = 3) -> Command:
+    """``AT+SERVERSTART=<port>,<server>,<backlog>`` (3.14)."""
+    return _command(
+        f"+SERVERSTART={check_port(port)},{_int(server, 0, MAX_SERVER, 'server')},"
+        f"{_int(backlog, 1, 3, 'backlog')}"
+    )
+
+
+def serverstop(server: int) -> Command:
+    """``AT+SERVERSTOP=<server>`` (3.15)."""
+    return _command(f"+SERVERSTOP={_int(server, 0, MAX_SERVER, 'server')}")
+
+
+def cipack(link: int) -> Command:
+    """``AT+CIPACK=<link>`` (3.16): sent, acknowledged and received byte counts."""
+    return _command(f"+CIPACK={check_link(link)}")
+
+
+def cdnsgip(domain: str) -> Command:
+    """``AT+CDNSGIP="<domain>"`` (3.17), the domain checked by its rules."""
+    return _command(f"+CDNSGIP={quote(check_domain(domain), 'domain')}")
+
+
+def csocketpn(ip_family: int) -> Command:
+    """``AT+CSOCKETPN=1,<4|6>`` (3.18): 1 for IPv4 (wire value 1), 6 for IPv6."""
+    if ip_family not in (1, 4, 6):
+        raise ValueError("IP family must be 4 or 6")
+    return _command(f"+CSOCKETPN=1,{6 if ip_family == 6 else 1}")
+
+
+def ctcpka(keepalive: bool, idle_min: int = 1, count: int = 9, interval_min: int = 1) -> Command:
+    """``AT+CTCPKA=<on>,<idle>,<count>,<interval>`` (3.19)."""
+    return _command(
+        f"+CTCPKA={int(bool(keepalive))},{_int(idle_min, 1, 120, 'keepidle')},"
+        f"{_int(count, 1, 10, 'keepcount')},{_int(interval_min, 1, 120, 'keepinterval')}"
+    )
+
+
+def cdnscfg(primary: str, secondary: str | None = None, ipv6: bool = False) -> Command:
+    """``AT+CDNSCFG="<pri>"[,"<sec>"],<type>`` (3.20); the servers must be IP literals."""
+    servers = [primary] if secondary is None else [primary, secondary]
+    quoted = []
+    for server in servers:
+        address = ip_literal(server)
+        if address is None or (address.version == 6) != ipv6:
+            raise ValueError(f"DNS server must be an IPv{6 if ipv6 else 4} address: {server!r}")
+        quoted.append(quote(str(address)))
+    return _command(f"+CDNSCFG={','.join(quoted)},{int(ipv6)}")

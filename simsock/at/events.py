@@ -1,0 +1,200 @@
+"""Typed events the parser makes of the module's output (reference sections 1 and 4).
+
+The parser cannot know whether a line such as ``+CIPOPEN: 0,0`` answers the
+command in flight or is the late result of an earlier one; such lines come out
+as :class:`Line` and the engine, which knows what it is waiting for, decides.
+Lines that can only be unsolicited (``+CIPRXGET: 1,<link>``, ``+IPCLOSE:``,
+``+CLIENT:``, ``+CIPEVENT:``, ``RDY``, ``CLOSED``) and everything framed by a
+length (``+CIPRXGET: 2/3``, ``+IPD``, ``+RECEIVE``) have events of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .fields import Field, split_info_line
+
+__all__ = [
+    "ClientAccepted",
+    "CmeError",
+    "Connect",
+    "ConnectFail",
+    "DataWaiting",
+    "Echo",
+    "Error",
+    "Event",
+    "FinalResult",
+    "IpError",
+    "Line",
+    "LinkClosed",
+    "ModuleReady",
+    "NetworkClosed",
+    "Ok",
+    "Prompt",
+    "PushedData",
+    "ReceivedData",
+    "TransparentClosed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    """``OK``: the command in flight succeeded (its late result may follow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """``ERROR``: the command in flight failed.
+
+    A ``+IP ERROR:`` or ``+CIPERROR:`` line may precede it with the reason.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class CmeError:
+    """``+CME ERROR: <code>``: a final result carrying a 3GPP error (number or text)."""
+
+    code: int | str
+
+
+FinalResult = Ok | Error | CmeError
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """``>``: the module waits for the payload of ``AT+CIPSEND`` (3.4)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """A command line the module echoed back (echo is on until ``ATE0``, 1)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """Any other text line: an information response or a URC the parser cannot classify.
+
+    ``name`` and ``fields`` give ``+NAME: a,b`` lines parsed (``None`` / ``[]``
+    for other shapes, such as ``Manufacturer: SIMCOM``).
+    """
+
+    text: str
+
+    @property
+    def name(self) -> str | None:
+        """``"+CIPOPEN"`` for ``+CIPOPEN: 0,0``; ``None`` when the line has another shape."""
+        parsed = split_info_line(self.text)
+        return parsed[0] if parsed else None
+
+    @property
+    def fields(self) -> list[Field]:
+        """The parameters after ``+NAME:``, parsed (see :func:`simsock.at.fields.split_fields`)."""
+        parsed = split_info_line(self.text)
+        return parsed[1] if parsed else []
+
+
+@dataclass(frozen=True, slots=True)
+class IpError:
+    """``+IP ERROR: <err_info>`` (5.1), text or number; the ``ERROR`` comes next."""
+
+    info: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataWaiting:
+    """``+CIPRXGET: 1,<link>``: buffer mode, data waits in the module (2, 3.5)."""
+
+    link: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedData:
+    """A buffered read, ``+CIPRXGET: 2|3,<link>,<read_len>,<rest_len>`` and its payload (3.5).
+
+    ``data`` is already decoded from hex for mode 3.
+    """
+
+    link: int
+    data: bytes
+    rest: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushedData:
+    """Direct-push data (4.1): ``+IPD<n>`` or ``+RECEIVE,<link>,<n>`` and its payload.
+
+    ``link`` is known only with ``+RECEIVE``; ``address`` only when a
+    ``RECV FROM:<ip>:<port>`` line came first (``AT+CIPSRIP=1``).
+    """
+
+    link: int | None
+    data: bytes
+    address: tuple[str, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClosed:
+    """``+IPCLOSE: <link>,<reason>``: 0 closed locally, 1 by the peer, 2 send timeout (4.2)."""
+
+    link: int
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAccepted:
+    """``+CLIENT: <link>,<server>,<ip>:<port>``: a module server accepted a client (3.14)."""
+
+    link: int
+    server: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkClosed:
+    """``+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY``: the PDP context dropped (4.2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleReady:
+    """``RDY``: the module (re)started; every socket and setting is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """``CONNECT [<rate>]``: a transparent link entered data mode (3.3, 2)."""
+
+    rate: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFail:
+    """``CONNECT FAIL``: a transparent-mode open failed (3.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransparentClosed:
+    """``CLOSED``: a transparent link closed (4.2)."""
+
+
+Event = (
+    Ok
+    | Error
+    | CmeError
+    | Prompt
+    | Echo
+    | Line
+    | IpError
+    | DataWaiting
+    | ReceivedData
+    | PushedData
+    | LinkClosed
+    | ClientAccepted
+    | NetworkClosed
+    | ModuleReady
+    | Connect
+    | ConnectFail
+    | TransparentClosed
+)

@@ -1,0 +1,283 @@
+"""Incremental parser of the module's output: bytes in, :mod:`.events` out.
+
+The contract follows h11: :meth:`Parser.feed` only buffers; :meth:`Parser.next_event`
+returns an event, or ``None`` when it needs more bytes. Splitting the input at
+any byte gives the same events. Payload blocks (``+CIPRXGET: 2/3``, ``+IPD``,
+``+RECEIVE``) are read by their length, never searched.
+
+A malformed line makes :meth:`~Parser.next_event` raise :class:`ProtocolError`
+*after* the line has been dropped: the caller logs it and calls again, and
+parsing goes on at the next line (the resynchronisation the reference's
+framing allows). A line longer than :data:`MAX_LINE_BYTES` is dropped the same
+way, so garbage cannot grow memory.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from .buffer import ReceiveBuffer
+from .errors import ProtocolError
+from .events import (
+    ClientAccepted,
+    CmeError,
+    Connect,
+    ConnectFail,
+    DataWaiting,
+    Echo,
+    Error,
+    Event,
+    IpError,
+    Line,
+    LinkClosed,
+    ModuleReady,
+    NetworkClosed,
+    Ok,
+    Prompt,
+    PushedData,
+    ReceivedData,
+    TransparentClosed,
+)
+from .fields import split_fields
+
+__all__ = [
+    "MAX_HEX_PAYLOAD_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "Parser",
+    "split_address",
+]
+
+#: Longest text line accepted. The longest the reference produces is a
+#: ``+CDNSGIP`` answer with a 254-character domain (3.17), about 300 bytes.
+MAX_LINE_BYTES = 1024
+#: Largest ``+CIPRXGET: 2`` read and largest push (3.5, 4.1).
+MAX_PAYLOAD_BYTES = 1500
+#: Largest ``+CIPRXGET: 3`` (hex) read, in payload bytes (3.5).
+MAX_HEX_PAYLOAD_BYTES = 750
+
+_CR = 0x0D
+_LF = 0x0A
+_PROMPT = 0x3E  # '>'
+_SPACE = 0x20
+
+
+@dataclass(slots=True)
+class _Payload:
+    """A payload block announced by a header line and not yet read."""
+
+    length: int  # bytes to read from the wire (twice the payload for hex)
+    link: int | None
+    rest: int  # +CIPRXGET rest_len; -1 for pushed data
+    hex: bool
+    need_lf: bool  # the header ended with CR: skip the LF of its CRLF first
+    address: tuple[str, int] | None
+
+
+def split_address(text: str) -> tuple[str, int]:
+    """``'1.2.3.4:80'``, ``'::1:80'`` or ``'[::1]:80'`` → ``(host, port)``; else ProtocolError."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not port.isascii():
+        raise ProtocolError(f"not an address:port: {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    number = int(port)
+    if number > 65535:
+        raise ProtocolError(f"port out of range: {text!r}")
+    return host, number
+
+
+def _ints(fields: Sequence[object], count: int, line: str) -> list[int]:
+    if len(fields) != count or not all(type(f) is int for f in fields):
+        raise ProtocolError(f"malformed line: {line!r}")
+    return [int(f) for f in fields]  # type: ignore[call-overload]
+
+
+class Parser:
+    """Turns the module's byte stream into events; see the module docstring."""
+
+    __slots__ = ("_buffer", "_discarding", "_payload", "_recv_from")
+
+    def __init__(self) -> None:
+        self._buffer = ReceiveBuffer()
+        self._payload: _Payload | None = None
+        self._recv_from: tuple[str, int] | None = None
+        self._discarding = False  # inside an over-long line: drop up to its end
+
+    def feed(self, data: bytes) -> None:
+        """Buffer ``data``; events come from :meth:`next_event`."""
+        self._buffer.feed(data)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet turned into events."""
+        return len(self._buffer)
+
+    def reset(self) -> None:
+        """Forget all buffered input and partial state (after the port was reopened)."""
+        self._buffer.clear()
+        self._payload = None
+        self._recv_from = None
+        self._discarding = False
+
+    def events(self) -> Iterator[Event]:
+        """Every event the buffered bytes complete (stops at the first ProtocolError)."""
+        while (event := self.next_event()) is not None:
+            yield event
+
+    def next_event(self) -> Event | None:
+        """The next event, or ``None`` when more bytes are needed."""
+        buf = self._buffer
+        while True:
+            if self._payload is not None:
+                return self._read_payload(self._payload)
+            if self._discarding:
+                if buf.take_line() is None:
+                    buf.clear()
+                    return None
+                self._discarding = False
+            buf.skip_line_ends()
+            first = buf.peek()
+            if first is None:
+                return None
+            if first == _PROMPT:
+                # "\r\n> " (3.4; section 1): not followed by CRLF. A space that
+                # arrives later becomes a blank line, which is ignored.
+                buf.skip(1)
+                if buf.peek() == _SPACE:
+                    buf.skip(1)
+                return Prompt()
+            taken = buf.take_line()
+            if taken is None:
+                if buf.pending_line_length() > MAX_LINE_BYTES:
+                    dropped = buf.pending_line_length()
+                    buf.clear()
+                    self._discarding = True
+                    raise ProtocolError(
+                        f"line longer than {MAX_LINE_BYTES} bytes ({dropped} dropped)"
+                    )
+                return None
+            raw, terminator = taken
+            if len(raw) > MAX_LINE_BYTES:
+                raise ProtocolError(f"line longer than {MAX_LINE_BYTES} bytes ({len(raw)} dropped)")
+            try:
+                text = raw.decode("ascii").strip()
+            except UnicodeDecodeError:
+                raise ProtocolError(f"non-ASCII line dropped: {raw[:64]!r}") from None
+            if not text:
+                continue
+            event = self._classify(text, terminator == _CR)
+            if event is not None:
+                return event
+
+    # -- payloads --------------------------------------------------------------
+
+    def _read_payload(self, payload: _Payload) -> Event | None:
+        buf = self._buffer
+        if payload.need_lf:
+            nxt = buf.peek()
+            if nxt is None:
+                return None
+            if nxt == _LF:
+                buf.skip(1)
+            payload.need_lf = False
+        raw = buf.consume_exactly(payload.length)
+        if raw is None:
+            return None
+        self._payload = None
+        if payload.hex:
+            try:
+                data = binascii.unhexlify(raw)
+            except (binascii.Error, ValueError):
+                raise ProtocolError(f"bad hex payload: {raw[:32]!r}") from None
+        else:
+            data = raw
+        if payload.rest >= 0:
+            assert payload.link is not None
+            return ReceivedData(payload.link, data, payload.rest)
+        return PushedData(payload.link, data, payload.address)
+
+    def _start_payload(
+        self, length: int, link: int | None, rest: int, hex_: bool, ended_cr: bool, limit: int
+    ) -> Event | None:
+        if not 0 <= length <= limit:
+            raise ProtocolError(f"payload length {length} outside 0..{limit}")
+        address = None
+        if rest < 0:
+            address, self._recv_from = self._recv_from, None
+        self._payload = _Payload(
+            length * 2 if hex_ else length, link, rest, hex_, ended_cr, address
+        )
+        return self.next_event()
+
+    # -- lines -----------------------------------------------------------------
+
+    def _classify(self, text: str, ended_cr: bool) -> Event | None:
+        """The event for one text line; ``None`` when the line only sets state."""
+        head = text[:2].upper()
+        if head == "AT":
+            return Echo(text)
+        if text == "OK":
+            return Ok()
+        if text == "ERROR":
+            return Error()
+        if text[0] == "+":
+            return self._classify_plus(text, ended_cr)
+        if text.startswith("RECV FROM:"):
+            self._recv_from = split_address(text[10:])
+            return None
+        if text == "RDY":
+            return ModuleReady()
+        if text == "CLOSED":
+            return TransparentClosed()
+        if text == "CONNECT FAIL":
+            return ConnectFail()
+        if text == "CONNECT" or text.startswith("CONNECT "):
+            rate = text[8:].strip()
+            return Connect(int(rate) if rate.isdigit() else None)
+        return Line(text)
+
+    def _classify_plus(self, text: str, ended_cr: bool) -> Event | None:
+        if text.startswith("+IPD"):
+            digits = text[4:]
+            if not digits.isdigit() or not digits.isascii():
+                raise ProtocolError(f"malformed +IPD header: {text!r}")
+            return self._start_payload(int(digits), None, -1, False, ended_cr, MAX_PAYLOAD_BYTES)
+        if text.startswith("+RECEIVE,"):
+            link, length = _ints(list(split_fields(text[9:])), 2, text)
+            return self._start_payload(length, link, -1, False, ended_cr, MAX_PAYLOAD_BYTES)
+        if text.startswith("+RECV FROM:"):
+            self._recv_from = split_address(text[11:])
+            return None
+        if text.startswith("+IP ERROR:"):
+            return IpError(text[10:].strip())
+        if text.startswith("+CME ERROR:"):
+            code = text[11:].strip()
+            return CmeError(int(code) if code.isdigit() else code)
+        if text.startswith("+CIPRXGET:"):
+            fields = split_fields(text[10:])
+            mode = fields[0] if fields else None
+            if mode == 1 and len(fields) == 2:
+                return DataWaiting(_ints(fields[1:], 1, text)[0])
+            if mode in (2, 3) and len(fields) == 4:
+                link, length, rest = _ints(fields[1:], 3, text)
+                hex_ = mode == 3
+                limit = MAX_HEX_PAYLOAD_BYTES if hex_ else MAX_PAYLOAD_BYTES
+                if rest < 0:
+                    raise ProtocolError(f"negative rest_len: {text!r}")
+                return self._start_payload(length, link, rest, hex_, ended_cr, limit)
+            return Line(text)
+        if text.startswith("+IPCLOSE:"):
+            link, reason = _ints(split_fields(text[9:]), 2, text)
+            return LinkClosed(link, reason)
+        if text.startswith("+CLIENT:"):
+            fields = split_fields(text[8:])
+            if len(fields) != 3 or type(fields[0]) is not int or type(fields[1]) is not int:
+                raise ProtocolError(f"malformed +CLIENT: {text!r}")
+            host, port = split_address(str(fields[2]))
+            return ClientAccepted(fields[0], fields[1], host, port)
+        if text.startswith("+CIPEVENT:") and "NETWORK CLOSED UNEXPECTEDLY" in text.upper():
+            return NetworkClosed()
+        return Line(text)
