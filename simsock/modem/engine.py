@@ -1,0 +1,515 @@
+"""The engine: one serial port, ONE reader task, ONE command in flight.
+
+Data flows up: the reader task feeds the port's bytes to the sans-I/O parser
+and dispatches each event: a final result or response line to the command in
+flight, a late result to the waiter registered for it, a URC to its link.
+Commands flow down: only the scheduler task writes to the port, one command at
+a time, choosing round-robin between the control queue (user commands, opens,
+DNS) and each link's reads, sends and closes, so no link starves another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..at import commands as at
+from ..at.commands import Command
+from ..at.errors import ProtocolError, module_error
+from ..at.events import (
+    ClientAccepted,
+    CmeError,
+    DataWaiting,
+    Echo,
+    Error,
+    Event,
+    IpError,
+    Line,
+    LinkClosed,
+    ModuleReady,
+    NetworkClosed,
+    Ok,
+    Prompt,
+    PushedData,
+    ReceivedData,
+)
+from ..at.parser import Parser
+from .exchange import InFlight, LateResults, Response
+from .links import Link, LinkState
+
+__all__ = ["Engine", "EngineClosedError"]
+
+logger = logging.getLogger("simsock.modem")
+wire_logger = logging.getLogger("simsock.modem.wire")
+
+#: How long the module may take to send ``>`` after ``AT+CIPSEND`` before we
+#: give up and cancel with ESC (3.4); the reference gives no figure, a module
+#: answers within milliseconds.
+PROMPT_TIMEOUT_S = 5.0
+#: Bytes asked of the port per read.
+READ_SIZE = 65536
+
+
+class EngineClosedError(ConnectionError):
+    """The modem was closed, or its port went away."""
+
+
+@dataclass(slots=True)
+class _Job:
+    """A control command waiting for its turn."""
+
+    command: Command
+    future: asyncio.Future[Response]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters of what crossed the port (for benchmarks and the demo)."""
+
+    bytes_written: int = 0
+    bytes_read: int = 0
+    commands: int = 0
+    payload_sent: int = 0
+    payload_received: int = 0
+    protocol_errors: int = 0
+    unsolicited: int = 0
+    trace: deque[tuple[str, str]] | None = field(default=None)
+
+
+class Engine:
+    """Owns the port, the parser, the reader and scheduler tasks, and the links."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        max_link: int = at.MAX_LINK,
+        trace_lines: int = 0,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._parser = Parser()
+        self._late = LateResults()
+        self._inflight: InFlight | None = None
+        self._control: deque[_Job] = deque()
+        self._wakeup = asyncio.Event()
+        self.links: dict[int, Link] = {}
+        self.max_link = max_link
+        self.stats = Stats(trace=deque(maxlen=trace_lines) if trace_lines else None)
+        self._closed: BaseException | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._sched_task: asyncio.Task[None] | None = None
+        self._rr = 0  # round-robin position of the scheduler
+        self._prefer_send: dict[int, bool] = {}
+        self.on_unsolicited: Callable[[Line], None] | None = None
+        self.on_client: Callable[[ClientAccepted], None] | None = None
+        self.on_network_closed: Callable[[], None] | None = None
+        self.on_ready: Callable[[], None] | None = None
+
+    # -- life cycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader and scheduler tasks."""
+        self._read_task = asyncio.create_task(self._read_loop(), name="simsock-reader")
+        self._sched_task = asyncio.create_task(self._schedule_loop(), name="simsock-scheduler")
+
+    @property
+    def closed(self) -> bool:
+        """The engine stopped (closed by the user or the port died)."""
+        return self._closed is not None
+
+    async def close(self) -> None:
+        """Stop both tasks, fail every waiter, close the port."""
+        self._shutdown(EngineClosedError("the modem is closed"))
+        for task in (self._read_task, self._sched_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+    def _shutdown(self, exc: BaseException) -> None:
+        if self._closed is not None:
+            return
+        self._closed = exc
+        if self._inflight is not None:
+            self._inflight.fail(exc)
+        self._late.fail_all(exc)
+        while self._control:
+            job = self._control.popleft()
+            if not job.future.done():
+                job.future.set_exception(exc)
+                job.future.exception()
+        for link in list(self.links.values()):
+            link.finish(exc)
+        self.links.clear()
+        self._wakeup.set()
+
+    # -- commands ----------------------------------------------------------------
+
+    async def execute(self, command: Command) -> Response:
+        """Queue ``command``, wait for its response (final result included).
+
+        Cancelling the caller never leaves half a command on the wire: once the
+        scheduler has written it, it runs to its final result regardless.
+        """
+        if self._closed is not None:
+            raise EngineClosedError("the modem is closed") from self._closed
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._control.append(_Job(command, future))
+        self._wakeup.set()
+        return await future
+
+    def expect_late(self, name: str, key: int | None) -> asyncio.Future[list[int]]:
+        """Register a waiter for a late result (before the command is queued)."""
+        return self._late.expect(name, key)
+
+    def discard_late(self, name: str, key: int | None, fut: asyncio.Future[list[int]]) -> None:
+        """Forget a late-result waiter whose command failed."""
+        self._late.discard(name, key, fut)
+
+    def wake(self) -> None:
+        """Something a link wants changed: let the scheduler look again."""
+        self._wakeup.set()
+
+    def _write(self, data: bytes) -> None:
+        if wire_logger.isEnabledFor(logging.DEBUG):
+            wire_logger.debug("-> %r", data[:80] if len(data) > 80 else data)
+        self.stats.bytes_written += len(data)
+        self._writer.write(data)
+
+    async def _exchange(self, command: Command, payload: bytes | None = None) -> Response:
+        """Write ``command`` (and its payload after ``>``) and wait for its final result."""
+        inflight = InFlight(command, wants_prompt=payload is not None)
+        self._inflight = inflight
+        self.stats.commands += 1
+        if self.stats.trace is not None:
+            self.stats.trace.append(("->", command.line))
+        try:
+            self._write(command.wire)
+            if payload is not None and inflight.prompt is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(inflight.prompt), PROMPT_TIMEOUT_S)
+                except TimeoutError:
+                    # No '>': cancel so the module never takes our next command as payload.
+                    logger.warning("no '>' after %s: cancelling with ESC", command.line)
+                    self._write(bytes([at.ESC]))
+                except OSError:
+                    pass  # the final result (ERROR) came instead of the prompt
+                else:
+                    self._write(payload)
+                    self.stats.payload_sent += len(payload)
+                    await self._writer.drain()
+            try:
+                return await asyncio.wait_for(asyncio.shield(inflight.done), command.timeout_s)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{command.line}: no final result within {command.timeout_s} s"
+                ) from None
+        finally:
+            self._inflight = None
+
+    # -- the reader task -----------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        parser = self._parser
+        try:
+            while True:
+                data = await self._reader.read(READ_SIZE)
+                if not data:
+                    self._shutdown(EngineClosedError("the serial port closed"))
+                    return
+                self.stats.bytes_read += len(data)
+                if wire_logger.isEnabledFor(logging.DEBUG):
+                    wire_logger.debug("<- %r", data[:200])
+                parser.feed(data)
+                while True:
+                    try:
+                        event = parser.next_event()
+                    except ProtocolError as exc:
+                        self.stats.protocol_errors += 1
+                        logger.warning("protocol error (resynchronised): %s", exc)
+                        continue
+                    if event is None:
+                        break
+                    try:
+                        self._dispatch(event)
+                    except ProtocolError as exc:
+                        self.stats.protocol_errors += 1
+                        logger.warning("protocol error: %s", exc)
+                    except Exception:
+                        # The reader never dies of a bug above it (zigpy-znp).
+                        logger.exception("error while handling %r", event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("serial port failed")
+            self._shutdown(EngineClosedError(f"the serial port failed: {exc}"))
+
+    def _dispatch(self, event: Event) -> None:
+        inflight = self._inflight
+        if self.stats.trace is not None and not isinstance(event, ReceivedData | PushedData):
+            self.stats.trace.append(("<-", repr(event)))
+        match event:
+            case ReceivedData(link=number, data=data, rest=rest):
+                self.stats.payload_received += len(data)
+                link = self.links.get(number)
+                if link is None or not link.active:
+                    logger.warning("data for link %d, which is not open: dropped", number)
+                    return
+                link.readable = rest > 0
+                link.deliver(data)
+            case DataWaiting(link=number):
+                link = self.links.get(number)
+                if link is not None and not link.readable:
+                    link.readable = True
+                    self._wakeup.set()
+            case Ok() | Error() | CmeError():
+                if inflight is None:
+                    logger.warning("final result %r with no command in flight: dropped", event)
+                else:
+                    inflight.finish(event)
+            case Prompt():
+                if inflight is not None and inflight.prompt is not None:
+                    if not inflight.prompt.done():
+                        inflight.prompt.set_result(None)
+                else:
+                    logger.warning("unexpected '>' prompt")
+            case IpError(info=info):
+                if inflight is not None:
+                    inflight.response.ip_error = info
+                else:
+                    logger.warning("+IP ERROR: %s with no command in flight", info)
+            case Line():
+                self._dispatch_line(event, inflight)
+            case Echo(text=text):
+                logger.debug("echo: %s", text)
+            case LinkClosed(link=number, reason=reason):
+                self._remote_closed(number, reason)
+            case NetworkClosed():
+                logger.warning("network closed unexpectedly")
+                if self.on_network_closed is not None:
+                    self.on_network_closed()
+            case ModuleReady():
+                logger.warning("the module restarted (RDY)")
+                if self.on_ready is not None:
+                    self.on_ready()
+            case ClientAccepted():
+                if self.on_client is not None:
+                    self.on_client(event)
+                else:
+                    logger.warning("client accepted with no server: %r", event)
+            case _:
+                self.stats.unsolicited += 1
+                logger.info("unhandled event: %r", event)
+
+    def _dispatch_line(self, line: Line, inflight: InFlight | None) -> None:
+        name = line.name
+        if name == "+CIPERROR" and inflight is not None:
+            fields = line.fields
+            if fields and type(fields[0]) is int:
+                inflight.response.cip_error = fields[0]
+                return
+        # A query in flight owns lines of its own name (+CIPOPEN: 0,"TCP",... is
+        # not a late result); otherwise late results first, then the command.
+        is_query = inflight is not None and inflight.response.command.line.endswith("?")
+        if inflight is not None and is_query and inflight.claims(line):
+            inflight.add_line(line.text)
+            return
+        if self._late.resolve(line):
+            return
+        if inflight is not None and inflight.claims(line):
+            inflight.add_line(line.text)
+            return
+        if name == "+CIPCLOSE":
+            # NETCLOSE reports each link it closes (3.2) with nobody waiting.
+            fields = line.fields
+            if fields and type(fields[0]) is int:
+                self._remote_closed(fields[0], 0)
+                return
+        self.stats.unsolicited += 1
+        logger.info("unsolicited: %s", line.text)
+        if self.on_unsolicited is not None:
+            self.on_unsolicited(line)
+
+    def _remote_closed(self, number: int, reason: int) -> None:
+        link = self.links.get(number)
+        if link is None or not link.active:
+            logger.debug("+IPCLOSE for link %d, not open", number)
+            return
+        if link.state is LinkState.CLOSING:
+            return  # our own AT+CIPCLOSE; its late result finishes the link
+        link.remote_closed = True
+        link.remote_reason = reason
+        # Data that came before the close stays readable (4.2): read it all first.
+        self._wakeup.set()
+
+    # -- the scheduler task --------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        try:
+            while self._closed is None:
+                op = self._next_op()
+                if op is None:
+                    self._wakeup.clear()
+                    op = self._next_op()
+                    if op is None:
+                        await self._wakeup.wait()
+                        continue
+                try:
+                    await op
+                except (TimeoutError, OSError, ProtocolError) as exc:
+                    logger.warning("scheduler: %s", exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("scheduler failed")
+            self._shutdown(EngineClosedError(f"scheduler failed: {exc}"))
+
+    def _next_op(self) -> Coroutine[Any, Any, None] | None:
+        """The next operation, round-robin over [control, link 0, link 1, ...]."""
+        sources = 1 + self.max_link + 1
+        for step in range(sources):
+            index = (self._rr + step) % sources
+            op = self._control_op() if index == 0 else self._link_op(index - 1)
+            if op is not None:
+                self._rr = (index + 1) % sources
+                return op
+        return None
+
+    def _control_op(self) -> Coroutine[Any, Any, None] | None:
+        while self._control:
+            job = self._control.popleft()
+            if not job.future.done():  # a cancelled caller's job is skipped
+                return self._run_job(job)
+        return None
+
+    async def _run_job(self, job: _Job) -> None:
+        try:
+            response = await self._exchange(job.command)
+        except BaseException as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+                job.future.exception()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        if not job.future.done():
+            job.future.set_result(response)
+
+    def _link_op(self, number: int) -> Coroutine[Any, Any, None] | None:
+        link = self.links.get(number)
+        if link is None:
+            return None
+        if link.wants_close():
+            return self._close_op(link)
+        can_read, can_send = link.wants_read(), link.wants_send()
+        if can_read and can_send:
+            # alternate directions so a busy upload does not starve the download
+            send = self._prefer_send[number] = not self._prefer_send.get(number, False)
+            return self._send_op(link) if send else self._read_op(link)
+        if can_read:
+            return self._read_op(link)
+        if can_send:
+            return self._send_op(link)
+        return None
+
+    async def _read_op(self, link: Link) -> None:
+        response = await self._exchange(at.ciprxget_read(link.number, at.MAX_READ_BYTES))
+        if response.ok:
+            if link.remote_closed and not link.readable:
+                link.deliver_eof()
+            return
+        # "+IP ERROR: No data" (3.5): nothing waits; after +IPCLOSE that means EOF.
+        link.readable = False
+        if link.remote_closed:
+            link.deliver_eof()
+        elif response.ip_error is None or response.error().errno != errno.EAGAIN:
+            logger.warning("link %d: read failed: %s", link.number, response.error())
+
+    async def _send_op(self, link: Link) -> None:
+        size = min(len(link.tx), at.MAX_SEND_BYTES)
+        chunk = bytes(link.tx[:size])
+        confirm = self._late.expect("+CIPSEND", link.number)
+        response = await self._exchange(at.cipsend(link.number, size), chunk)
+        if not response.ok:
+            self._late.discard("+CIPSEND", link.number, confirm)
+            self._fail_link(link, response.error("CIPSEND"))
+            return
+        del link.tx[:size]
+        link.unconfirmed += size
+        confirm.add_done_callback(lambda fut: self._send_confirmed(link, size, fut))
+
+    def _send_confirmed(self, link: Link, size: int, fut: asyncio.Future[list[int]]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        _, requested, confirmed = fut.result()
+        link.unconfirmed -= size
+        if confirmed != requested:
+            # 0: the module's or the peer's buffer is full; -1: broken (3.4).
+            # Either way the reference says the socket cannot be used any more.
+            reason = "send buffer full" if confirmed == 0 else "connection broken"
+            exc = module_error(
+                errno.ECONNRESET,
+                f"CIPSEND: {reason} (+CIPSEND: {link.number},{requested},{confirmed})",
+                confirmed,
+                reason,
+            )
+            self._fail_link(link, exc)
+            return
+        if link.owner is not None:
+            link.owner.link_sent()
+        self._wakeup.set()
+
+    async def _close_op(self, link: Link) -> None:
+        link.state = LinkState.CLOSING
+        done = self._late.expect("+CIPCLOSE", link.number)
+        response = await self._exchange(at.cipclose(link.number))
+        if not response.ok:
+            # Already closed in the module (the peer raced us): the link is over.
+            self._late.discard("+CIPCLOSE", link.number, done)
+            self.release(link, None)
+            return
+        done.add_done_callback(lambda fut: self.release(link, None))
+
+    def request_close(self, link: Link, *, abort: bool = False) -> None:
+        """The owner closed its transport: flush (unless ``abort``), then AT+CIPCLOSE."""
+        if abort:
+            link.tx.clear()
+        if link.remote_closed or link.state is not LinkState.OPEN:
+            # The module already closed it (+IPCLOSE): nothing to send.
+            if link.state is not LinkState.CLOSING:
+                self.release(link, None)
+            return
+        link.close_requested = True
+        self._wakeup.set()
+
+    def _fail_link(self, link: Link, exc: BaseException) -> None:
+        """A link broke: report it and close it in the module."""
+        logger.warning("link %d failed: %s", link.number, exc)
+        owner = link.owner
+        link.owner = None
+        if owner is not None:
+            owner.link_lost(exc)
+        link.tx.clear()
+        if link.state is LinkState.OPEN and not link.remote_closed:
+            link.close_requested = True
+            self._wakeup.set()
+        else:
+            self.release(link, None)
+
+    def release(self, link: Link, exc: BaseException | None) -> None:
+        """The link is over in the module: finish it and free its number."""
+        link.finish(exc)
+        if self.links.get(link.number) is link:
+            del self.links[link.number]
+        self._wakeup.set()

@@ -1,0 +1,144 @@
+"""The wire-level state of one module link (0-1): what to read, what to send, when to close.
+
+A :class:`Link` is owned by the engine and driven by its scheduler; the
+sockets layer attaches a :class:`LinkOwner` (the asyncio transport) that
+receives data, end of stream and loss. Keeping the wire state here, apart from
+the asyncio contract, lets the scheduler decide fairly what the module is asked
+next without knowing about protocols.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Protocol
+
+__all__ = ["Link", "LinkOwner", "LinkState"]
+
+logger = logging.getLogger("simsock.modem.links")
+
+
+class LinkOwner(Protocol):
+    """What the engine tells the socket that owns a link."""
+
+    def link_data(self, data: bytes) -> None:
+        """Payload arrived, in order."""
+
+    def link_eof(self) -> None:
+        """The peer closed and every byte it sent has been delivered."""
+
+    def link_sent(self) -> None:
+        """The module confirmed a send: the write buffer shrank."""
+
+    def link_lost(self, exc: BaseException | None) -> None:
+        """The link is finished (closed, or failed with ``exc``); the number is free again."""
+
+
+class LinkState(enum.Enum):
+    """Where a link is in its life."""
+
+    OPENING = "opening"  # AT+CIPOPEN sent, +CIPOPEN: <link>,0 not yet seen
+    OPEN = "open"
+    CLOSING = "closing"  # AT+CIPCLOSE sent
+    CLOSED = "closed"
+
+
+class Link:
+    """One link's wire state; see the module docstring."""
+
+    __slots__ = (
+        "close_requested",
+        "eof_delivered",
+        "number",
+        "owner",
+        "peer",
+        "readable",
+        "reading",
+        "remote_closed",
+        "remote_reason",
+        "state",
+        "tx",
+        "unconfirmed",
+    )
+
+    def __init__(self, number: int, peer: tuple[str, int]) -> None:
+        self.number = number
+        self.peer = peer
+        self.owner: LinkOwner | None = None
+        self.state = LinkState.OPENING
+        self.reading = True  # the protocol has not paused reading
+        self.readable = False  # the module said data waits (+CIPRXGET: 1 or rest_len > 0)
+        self.remote_closed = False  # +IPCLOSE seen
+        self.remote_reason: int | None = None
+        self.eof_delivered = False
+        self.tx = bytearray()  # bytes written and not yet handed to AT+CIPSEND
+        self.unconfirmed = 0  # bytes sent whose +CIPSEND: result has not come
+        self.close_requested = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<Link {self.number} {self.state.value} peer={self.peer} tx={len(self.tx)}"
+            f" unconfirmed={self.unconfirmed} readable={self.readable}>"
+        )
+
+    @property
+    def active(self) -> bool:
+        """Open or closing: the module still has this link."""
+        return self.state in (LinkState.OPEN, LinkState.CLOSING)
+
+    def wants_read(self) -> bool:
+        """Whether the scheduler should issue ``AT+CIPRXGET=2`` for this link now."""
+        return (
+            self.state is LinkState.OPEN
+            and self.reading
+            and not self.eof_delivered
+            and (self.readable or self.remote_closed)
+        )
+
+    def wants_send(self) -> bool:
+        """Whether the scheduler should issue ``AT+CIPSEND`` for this link now.
+
+        One send awaits confirmation at a time, so the module's buffer never
+        overflows into ``+CIPSEND: <link>,<n>,0`` (3.4).
+        """
+        return (
+            self.state is LinkState.OPEN
+            and bool(self.tx)
+            and self.unconfirmed == 0
+            and not self.remote_closed
+        )
+
+    def wants_close(self) -> bool:
+        """Whether the scheduler should issue ``AT+CIPCLOSE`` for this link now."""
+        return (
+            self.state is LinkState.OPEN
+            and self.close_requested
+            and not self.tx
+            and self.unconfirmed == 0
+        )
+
+    def deliver(self, data: bytes) -> None:
+        """Hand received bytes to the owner."""
+        if data and self.owner is not None:
+            self.owner.link_data(data)
+
+    def deliver_eof(self) -> None:
+        """Report end of stream once."""
+        if not self.eof_delivered:
+            self.eof_delivered = True
+            self.readable = False
+            if self.owner is not None:
+                self.owner.link_eof()
+
+    def finish(self, exc: BaseException | None) -> None:
+        """The link is over: tell the owner once."""
+        if self.state is LinkState.CLOSED:
+            return
+        self.state = LinkState.CLOSED
+        self.tx.clear()
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            try:
+                owner.link_lost(exc)
+            except Exception:
+                logger.exception("link %d: connection_lost raised", self.number)

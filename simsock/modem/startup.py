@@ -1,0 +1,108 @@
+"""Bringing the module up: synchronise, echo off, network open, receive mode (reference 3, 6).
+
+The order follows the reference's section 6 flow: ``AT+NETOPEN`` (only when
+``AT+NETOPEN?`` says the network is closed), then ``AT+CIPRXGET=1`` for buffer
+access. Links left open by an earlier host program are closed so both link
+numbers start free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from ..at import commands as at
+from ..at.commands import Command
+from ..at.errors import err_to_oserror
+from .engine import Engine
+
+__all__ = ["ModuleInfo", "bring_up", "synchronise"]
+
+logger = logging.getLogger("simsock.modem")
+
+#: How long one ``AT`` waits for ``OK`` while synchronising, and how many tries.
+SYNC_TIMEOUT_S = 1.0
+SYNC_ATTEMPTS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    """What bring-up learned."""
+
+    ip_address: str | None
+
+
+async def synchronise(engine: Engine, attempts: int = SYNC_ATTEMPTS) -> None:
+    """Send ``AT`` until the module answers ``OK`` (echo and stale output are tolerated)."""
+    probe = Command("AT", SYNC_TIMEOUT_S)
+    last: BaseException | None = None
+    for _ in range(attempts):
+        try:
+            response = await engine.execute(probe)
+        except TimeoutError as exc:
+            last = exc
+            continue
+        if response.ok:
+            return
+    raise TimeoutError(f"the module did not answer AT after {attempts} tries") from last
+
+
+async def open_network(engine: Engine) -> None:
+    """``AT+NETOPEN`` unless ``AT+NETOPEN?`` says the network is already open (3.1)."""
+    state = await engine.execute(at.query("+NETOPEN"))
+    state.raise_for_error()
+    values = state.info("+NETOPEN")
+    if values and values[0] and values[0][0] == 1:
+        return
+    result = engine.expect_late("+NETOPEN", None)
+    response = await engine.execute(at.netopen())
+    if not response.ok:
+        engine.discard_late("+NETOPEN", None, result)
+        error = response.error("NETOPEN")
+        if getattr(error, "module_code", None) == 4:  # "Network is already opened"
+            return
+        raise error
+    (err,) = await asyncio.wait_for(result, at.CIPTIMEOUT_DEFAULT_S)
+    if err != 0:
+        raise err_to_oserror(err, context="NETOPEN")
+
+
+async def close_stale_links(engine: Engine) -> None:
+    """Close links an earlier program left open (``AT+CIPOPEN?`` lists them, 3.3)."""
+    response = await engine.execute(at.query("+CIPOPEN"))
+    if not response.ok:
+        return
+    for fields in response.info("+CIPOPEN"):
+        if len(fields) > 1 and type(fields[0]) is int and fields[0] <= engine.max_link:
+            number = fields[0]
+            logger.info("closing link %d left open by an earlier session", number)
+            done = engine.expect_late("+CIPCLOSE", number)
+            closed = await engine.execute(at.cipclose(number))
+            if closed.ok:
+                await asyncio.wait_for(done, at.CIPTIMEOUT_DEFAULT_S)
+            else:
+                engine.discard_late("+CIPCLOSE", number, done)
+
+
+async def bring_up(
+    engine: Engine, *, rx_mode: str = "buffer", apn: str | None = None
+) -> ModuleInfo:
+    """The whole start-up sequence; returns what it learned."""
+    await synchronise(engine)
+    (await engine.execute(at.echo(False))).raise_for_error()
+    if apn is not None:
+        (await engine.execute(at.cgdcont(apn))).raise_for_error()
+    await open_network(engine)
+    if rx_mode == "buffer":
+        (await engine.execute(at.ciprxget_mode(1))).raise_for_error()
+    else:
+        raise NotImplementedError(f"rx_mode={rx_mode!r} is not implemented yet; use 'buffer'")
+    await close_stale_links(engine)
+    address = await engine.execute(at.ipaddr())
+    ip = None
+    if address.ok:
+        values = address.info("+IPADDR")
+        if values and values[0]:
+            ip = str(values[0][0])
+    return ModuleInfo(ip_address=ip)

@@ -1,0 +1,6 @@
+"""The socket surface: asyncio transports, streams and the ``Modem`` handle."""
+
+from .modem import Modem, open_modem
+from .transport import LinkTransport
+
+__all__ = ["LinkTransport", "Modem", "open_modem"]

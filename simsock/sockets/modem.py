@@ -1,0 +1,375 @@
+"""``Modem``: the user's handle on a module, shaped like the event loop's networking API.
+
+``open_connection``, ``create_connection`` and ``getaddrinfo`` mirror their
+``asyncio`` namesakes (names, signatures, exceptions); the objects they return
+are the real ``asyncio.StreamReader`` / ``StreamWriter`` over a
+:class:`~simsock.sockets.transport.LinkTransport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl as ssl_module
+from collections.abc import Callable, Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import serial_asyncio
+
+from ..at import commands as at
+from ..at.commands import check_host, check_port, ip_literal
+from ..at.errors import err_to_oserror, gai_error
+from ..modem.engine import Engine
+from ..modem.links import Link, LinkState
+from ..modem.startup import ModuleInfo, bring_up
+from .transport import LinkTransport
+
+__all__ = ["Modem", "open_modem"]
+
+logger = logging.getLogger("simsock")
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+#: asyncio.streams' default StreamReader limit.
+DEFAULT_LIMIT = 2**16
+RX_MODES = ("buffer", "push")
+
+
+class Modem:
+    """A started module; use :func:`open_modem` to get one."""
+
+    def __init__(self, engine: Engine, info: ModuleInfo, *, url: str, rx_mode: str) -> None:
+        self._engine = engine
+        self._info = info
+        self.url = url
+        self.rx_mode = rx_mode
+        self._background: set[asyncio.Future[None]] = set()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (statistics, hooks); for diagnostics and benchmarks."""
+        return self._engine
+
+    # -- life cycle --------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the port; open links are lost with :class:`~simsock.EngineClosedError`."""
+        await self._engine.close()
+
+    async def __aenter__(self) -> Modem:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- commands ----------------------------------------------------------------
+
+    async def command(self, line: str) -> list[str]:
+        """Send one AT command (validated, serialised with the rest); its information lines.
+
+        Raises an ``OSError`` subclass when the module answers ``ERROR``.
+        Commands that move payload or switch modes are refused with ValueError.
+        """
+        response = await self._engine.execute(at.raw(line))
+        response.raise_for_error()
+        return response.lines
+
+    async def ip_address(self) -> str:
+        """The module's PDP address (``AT+IPADDR``, 3.7)."""
+        response = await self._engine.execute(at.ipaddr())
+        response.raise_for_error()
+        values = response.info("+IPADDR")
+        if not values or not values[0]:
+            raise OSError(errno.EADDRNOTAVAIL, "AT+IPADDR gave no address")
+        self._info = ModuleInfo(ip_address=str(values[0][0]))
+        return str(values[0][0])
+
+    # -- DNS -----------------------------------------------------------------------
+
+    async def getaddrinfo(
+        self,
+        host: str,
+        port: int | str | None,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]]:
+        """Resolve ``host`` through the module (``AT+CDNSGIP``, 3.17), shaped like loop.getaddrinfo.
+
+        IP literals are answered without asking the module. Names are checked
+        against the rules of 3.17 before anything is sent; a name the module
+        cannot resolve raises ``socket.gaierror``.
+        """
+        number = 0 if port is None else int(port)
+        check_port(number, allow_zero=True)
+        address = ip_literal(host) if isinstance(host, str) else None
+        if address is None:
+            try:
+                at.check_domain(host)
+            except ValueError as exc:
+                raise socket.gaierror(socket.EAI_NONAME, str(exc)) from None
+            response = await self._engine.execute(at.cdnsgip(host))
+            values = response.info("+CDNSGIP")
+            if not response.ok or not values or values[0][:1] != [1] or len(values[0]) < 3:
+                code = values[0][1] if values and len(values[0]) > 1 else None
+                raise gai_error(
+                    f"AT+CDNSGIP could not resolve {host!r}",
+                    code if isinstance(code, int) else None,
+                    "DNS general error",
+                )
+            address = ip_literal(str(values[0][2]))
+            if address is None:
+                raise gai_error(f"AT+CDNSGIP gave no address for {host!r}", None, None)
+        af = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        if family not in (0, af):
+            raise socket.gaierror(socket.EAI_FAMILY, f"{host!r} has no address of family {family}")
+        kinds = [type] if type else [socket.SOCK_STREAM, socket.SOCK_DGRAM]
+        out: list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]] = []
+        for kind in kinds:
+            sockaddr: tuple[Any, ...] = (
+                (str(address), number, 0, 0) if af == socket.AF_INET6 else (str(address), number)
+            )
+            protocol = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
+            out.append((af, socket.SocketKind(kind), proto or protocol, "", sockaddr))
+        return out
+
+    # -- TCP clients -------------------------------------------------------------
+
+    def _allocate_link(self, peer: tuple[str, int]) -> Link:
+        engine = self._engine
+        for number in range(engine.max_link + 1):
+            if number not in engine.links:
+                link = Link(number, peer)
+                engine.links[number] = link
+                return link
+        raise OSError(errno.EMFILE, f"all {engine.max_link + 1} links of the module are in use")
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], _P],
+        host: str,
+        port: int,
+        *,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        local_port: int | None = None,
+    ) -> tuple[asyncio.Transport, _P]:
+        """Open a TCP link (``AT+CIPOPEN``, 3.3) and wire ``protocol_factory()`` to it.
+
+        Like ``loop.create_connection``: host names are resolved first (here by
+        the module), failures raise ``ConnectionRefusedError``, ``TimeoutError``,
+        ``socket.gaierror`` or ``OSError(EMFILE)`` when both links are in use.
+        With ``ssl``, TLS runs on the host through ``loop.start_tls``.
+        """
+        check_port(port)
+        host = check_host(host)
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        sslcontext = _ssl_context(ssl)
+        if sslcontext is not None and server_hostname is None:
+            server_hostname = host
+        infos = await self.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        ip = str(infos[0][4][0])
+        transport, protocol = await self._open_tcp(protocol_factory, ip, port, local_port)
+        if sslcontext is None:
+            return transport, protocol
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                transport,
+                protocol,
+                sslcontext,
+                server_side=False,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+            )
+        except BaseException:
+            transport.abort()
+            raise
+        assert tls is not None
+        return tls, protocol
+
+    async def _open_tcp(
+        self,
+        protocol_factory: Callable[[], _P],
+        ip: str,
+        port: int,
+        local_port: int | None,
+    ) -> tuple[LinkTransport, _P]:
+        engine = self._engine
+        command_for = at.cipopen_tcp  # validated before a link is taken
+        link = self._allocate_link((ip, port))
+        command = command_for(link.number, ip, port, local_port)
+        result = engine.expect_late("+CIPOPEN", link.number)
+        try:
+            response = await engine.execute(command)
+            if not response.ok:
+                engine.discard_late("+CIPOPEN", link.number, result)
+                if result.done() and not result.cancelled():
+                    raise err_to_oserror(result.result()[1], context="CIPOPEN")
+                raise response.error("CIPOPEN")
+            _, err = await asyncio.wait_for(asyncio.shield(result), command.timeout_s)
+            if err != 0:
+                raise err_to_oserror(err, context="CIPOPEN")
+        except asyncio.CancelledError:
+            # The module may still connect: close the link when its result comes.
+            task = asyncio.ensure_future(self._abandon(link, result))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            raise
+        except BaseException:
+            if engine.links.get(link.number) is link:
+                del engine.links[link.number]
+            raise
+        link.state = LinkState.OPEN
+        sockname = (self._info.ip_address or "0.0.0.0", 0)
+        protocol = protocol_factory()
+        transport = LinkTransport(
+            engine, link, protocol, {"peername": (ip, port), "sockname": sockname}
+        )
+        return transport, protocol
+
+    async def _abandon(self, link: Link, result: asyncio.Future[list[int]]) -> None:
+        """A cancelled open: once the module reports the result, close a link it opened."""
+        try:
+            _, err = await asyncio.wait_for(result, at.CIPTIMEOUT_DEFAULT_S)
+        except BaseException:
+            err = -1
+        if err == 0:
+            link.state = LinkState.OPEN
+            self._engine.request_close(link)
+        else:
+            self._engine.release(link, None)
+
+    async def open_connection(
+        self,
+        host: str,
+        port: int,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        local_port: int | None = None,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """``asyncio.open_connection`` over the module: the real StreamReader and StreamWriter."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await self.create_connection(
+            lambda: protocol,
+            host,
+            port,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            local_port=local_port,
+        )
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return reader, writer
+
+    # -- not yet -------------------------------------------------------------------
+
+    async def start_server(self, *args: Any, **kwargs: Any) -> Any:
+        """TCP servers on the module (``AT+SERVERSTART``): not implemented yet."""
+        raise NotImplementedError("module-side servers are not implemented yet")
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
+        """TCP servers on the module (``AT+SERVERSTART``): not implemented yet."""
+        raise NotImplementedError("module-side servers are not implemented yet")
+
+    async def create_datagram_endpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """UDP over the module: not implemented yet."""
+        raise NotImplementedError("UDP is not implemented yet")
+
+
+def _ssl_context(ssl: ssl_module.SSLContext | bool | None) -> ssl_module.SSLContext | None:
+    if ssl is None or ssl is False:
+        return None
+    if ssl is True:
+        return ssl_module.create_default_context()
+    if isinstance(ssl, ssl_module.SSLContext):
+        return ssl
+    raise TypeError(f"ssl must be an SSLContext, True, False or None, not {ssl!r}")
+
+
+class _Opener:
+    """What :func:`open_modem` returns: ``await`` it or use ``async with``."""
+
+    def __init__(self, url: str, kwargs: dict[str, Any]) -> None:
+        self._url = url
+        self._kwargs = kwargs
+        self._modem: Modem | None = None
+
+    def __await__(self) -> Generator[Any, None, Modem]:
+        return _start(self._url, **self._kwargs).__await__()
+
+    async def __aenter__(self) -> Modem:
+        self._modem = await _start(self._url, **self._kwargs)
+        return self._modem
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._modem is not None:
+            await self._modem.close()
+
+
+def open_modem(
+    url: str,
+    *,
+    baudrate: int = 115200,
+    rx_mode: str = "buffer",
+    apn: str | None = None,
+    trace_lines: int = 0,
+    **serial_options: Any,
+) -> _Opener:
+    """Open the module at ``url`` (any pyserial URL or device path) and bring it up.
+
+    ``async with open_modem("/dev/ttyUSB2") as modem: ...`` or
+    ``modem = await open_modem(url)`` then ``await modem.close()``. The module
+    is synchronised (``AT``), echo is turned off, the network opened if
+    needed and buffer-access receive mode selected (``rx_mode="buffer"``).
+    """
+    if rx_mode not in RX_MODES:
+        raise ValueError(f"rx_mode must be one of {RX_MODES}, not {rx_mode!r}")
+    kwargs = dict(
+        baudrate=baudrate, rx_mode=rx_mode, apn=apn, trace_lines=trace_lines, **serial_options
+    )
+    return _Opener(url, kwargs)
+
+
+async def _start(
+    url: str,
+    *,
+    baudrate: int,
+    rx_mode: str,
+    apn: str | None,
+    trace_lines: int,
+    **serial_options: Any,
+) -> Modem:
+    reader, writer = await serial_asyncio.open_serial_connection(
+        url=url, baudrate=baudrate, **serial_options
+    )
+    engine = Engine(reader, writer, trace_lines=trace_lines)
+    engine.start()
+    try:
+        info = await bring_up(engine, rx_mode=rx_mode, apn=apn)
+    except BaseException:
+        await engine.close()
+        raise
+    return Modem(engine, info, url=url, rx_mode=rx_mode)

@@ -1,0 +1,240 @@
+"""``LinkTransport``: an ``asyncio.Transport`` over one module link.
+
+It honours the asyncio contract the way ``_SelectorSocketTransport`` does:
+``connection_made`` is called soon after creation, ``data_received`` (or
+``get_buffer``/``buffer_updated`` for a ``BufferedProtocol``) in order,
+``eof_received`` then, if it returns false, ``close()``; ``connection_lost``
+exactly once. Flow control works both ways: ``pause_reading`` stops the
+engine's ``AT+CIPRXGET`` reads for the link (data waits in the module), and
+``pause_writing`` is called while the write buffer is above its high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..modem.engine import Engine
+from ..modem.links import Link
+
+__all__ = ["LinkTransport"]
+
+logger = logging.getLogger("simsock.sockets")
+
+#: asyncio's own defaults for a socket transport (Lib/asyncio/transports.py).
+DEFAULT_HIGH_WATER_BYTES = 64 * 1024
+
+
+class LinkTransport(asyncio.Transport):
+    """A module link as an asyncio transport; see the module docstring."""
+
+    # loop.start_tls() accepts only transports that say so (Lib/asyncio/base_events.py).
+    _start_tls_compatible = True
+
+    def __init__(
+        self,
+        engine: Engine,
+        link: Link,
+        protocol: asyncio.BaseProtocol,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(extra)
+        self._loop = asyncio.get_running_loop()
+        self._engine = engine
+        self._link = link
+        self._protocol = protocol
+        self._closing = False
+        self._lost = False
+        self._protocol_paused = False
+        self._high_water = DEFAULT_HIGH_WATER_BYTES
+        self._low_water = DEFAULT_HIGH_WATER_BYTES // 4
+        self._extra.setdefault("link", link.number)  # type: ignore[attr-defined]
+        link.owner = self
+        # Synchronously, so no data can reach the protocol before it knows its transport.
+        self._connection_made()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._lost else "closing" if self._closing else "open"
+        return f"<LinkTransport link={self._link.number} {state}>"
+
+    def _connection_made(self) -> None:
+        if self._lost:
+            return
+        try:
+            self._protocol.connection_made(self)
+        except Exception as exc:
+            logger.exception("connection_made raised")
+            self._force_close(exc)
+
+    # -- reading -------------------------------------------------------------------
+
+    def is_reading(self) -> bool:
+        """Whether the engine may read the link for this transport."""
+        return self._link.reading and not self._closing
+
+    def pause_reading(self) -> None:
+        """Stop asking the module for data; it waits in the module's buffer."""
+        self._link.reading = False
+
+    def resume_reading(self) -> None:
+        """Read again."""
+        if not self._link.reading:
+            self._link.reading = True
+            self._engine.wake()
+
+    def link_data(self, data: bytes) -> None:
+        """(engine) Payload for the protocol."""
+        if self._lost:
+            return
+        protocol = self._protocol
+        try:
+            if isinstance(protocol, asyncio.BufferedProtocol):
+                view = memoryview(data)
+                while view:
+                    buf = memoryview(protocol.get_buffer(len(view)))
+                    if not buf:
+                        raise RuntimeError("get_buffer() returned an empty buffer")
+                    count = min(len(buf), len(view))
+                    buf[:count] = view[:count]
+                    protocol.buffer_updated(count)
+                    view = view[count:]
+            else:
+                protocol.data_received(data)  # type: ignore[attr-defined]
+        except Exception as exc:
+            logger.exception("data_received raised")
+            self._force_close(exc)
+
+    def link_eof(self) -> None:
+        """(engine) The peer closed and all its data was delivered."""
+        if self._lost:
+            return
+        try:
+            keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
+        except Exception as exc:
+            logger.exception("eof_received raised")
+            self._force_close(exc)
+            return
+        if not keep_open:
+            self.close()
+
+    # -- writing -------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data``; the engine cuts it into ``AT+CIPSEND`` of at most 1500 bytes."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if not data:
+            return
+        if self._closing or self._lost:
+            # asyncio's socket transports ignore (and log) writes after close.
+            logger.warning("write() on a closed link transport ignored")
+            return
+        self._link.tx += data
+        self._engine.wake()
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data: Any) -> None:
+        """Write each buffer in turn."""
+        for data in list_of_data:
+            self.write(data)
+
+    def can_write_eof(self) -> bool:
+        """The module has no half-close: ``write_eof`` is not supported."""
+        return False
+
+    def write_eof(self) -> None:
+        """Not supported by the module (no TCP half-close command)."""
+        raise NotImplementedError("the SIM7028 cannot half-close a TCP link")
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes queued, including those sent and not yet confirmed by the module."""
+        return len(self._link.tx) + self._link.unconfirmed
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """``(low, high)`` water marks."""
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the water marks as asyncio does (high defaults to 64 KiB, low to high/4)."""
+        if high is None:
+            high = DEFAULT_HIGH_WATER_BYTES if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water, self._low_water = high, low
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._protocol_paused or self.get_write_buffer_size() <= self._high_water:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except Exception:
+            logger.exception("pause_writing raised")
+
+    def link_sent(self) -> None:
+        """(engine) The module confirmed a send: resume the protocol below the low mark."""
+        if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except Exception:
+                logger.exception("resume_writing raised")
+
+    # -- closing -------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        """``close()`` or ``abort()`` was called, or the link is gone."""
+        return self._closing or self._lost
+
+    def close(self) -> None:
+        """Send what is queued, then ``AT+CIPCLOSE``; ``connection_lost(None)`` follows."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        self._engine.request_close(self._link)
+
+    def abort(self) -> None:
+        """Drop what is queued and close now."""
+        if self._lost:
+            return
+        self._closing = True
+        self._engine.request_close(self._link, abort=True)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        """Close on a fatal error; asyncio's SSLProtocol calls this (with the error)."""
+        if self._lost:
+            return
+        self._closing = True
+        self._engine.request_close(self._link, abort=True)
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def link_lost(self, exc: BaseException | None) -> None:
+        """(engine) The link is over."""
+        self._closing = True
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._link.owner = None
+        try:
+            self._protocol.connection_lost(exc)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("connection_lost raised")
+
+    # -- protocol ------------------------------------------------------------------
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Replace the protocol (as ``loop.start_tls`` does)."""
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """The current protocol."""
+        return self._protocol
