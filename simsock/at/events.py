@@ -34,6 +34,7 @@ __all__ = [
     "PushedData",
     "ReceivedData",
     "TransparentClosed",
+    "describe",
 ]
 
 
@@ -198,3 +199,42 @@ Event = (
     | ConnectFail
     | TransparentClosed
 )
+
+
+def describe(event: Event) -> str:
+    """A short human form of ``event``, as the module wrote it (payloads summarised)."""
+    match event:
+        case Ok():
+            return "OK"
+        case Error():
+            return "ERROR"
+        case CmeError(code=code):
+            return f"+CME ERROR: {code}"
+        case Prompt():
+            return ">"
+        case Echo(text=text) | Line(text=text):
+            return text
+        case IpError(info=info):
+            return f"+IP ERROR: {info}"
+        case DataWaiting(link=link):
+            return f"+CIPRXGET: 1,{link}"
+        case ReceivedData(link=link, data=data, rest=rest):
+            return f"+CIPRXGET: 2,{link},{len(data)},{rest} <{len(data)} bytes {data[:16]!r}>"
+        case PushedData(link=link, data=data, address=address):
+            where = f"link {link}" if link is not None else f"from {address}"
+            return f"+IPD{len(data)} ({where}) <{len(data)} bytes {data[:16]!r}>"
+        case LinkClosed(link=link, reason=reason):
+            return f"+IPCLOSE: {link},{reason}"
+        case ClientAccepted(link=link, server=server, host=host, port=port):
+            return f"+CLIENT: {link},{server},{host}:{port}"
+        case NetworkClosed():
+            return "+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY"
+        case ModuleReady():
+            return "RDY"
+        case Connect(rate=rate):
+            return f"CONNECT {rate}" if rate is not None else "CONNECT"
+        case ConnectFail():
+            return "CONNECT FAIL"
+        case TransparentClosed():
+            return "CLOSED"
+    return repr(event)

@@ -36,8 +36,8 @@ from ..at.events import (
     NetworkClosed,
     Ok,
     Prompt,
-    PushedData,
     ReceivedData,
+    describe,
 )
 from ..at.parser import Parser
 from .exchange import InFlight, LateResults, Response
@@ -257,8 +257,8 @@ class Engine:
 
     def _dispatch(self, event: Event) -> None:
         inflight = self._inflight
-        if self.stats.trace is not None and not isinstance(event, ReceivedData | PushedData):
-            self.stats.trace.append(("<-", repr(event)))
+        if self.stats.trace is not None:
+            self.stats.trace.append(("<-", describe(event)))
         match event:
             case ReceivedData(link=number, data=data, rest=rest):
                 self.stats.payload_received += len(data)
