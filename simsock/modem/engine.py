@@ -36,6 +36,7 @@ from ..at.events import (
     NetworkClosed,
     Ok,
     Prompt,
+    PushedData,
     ReceivedData,
     describe,
 )
@@ -102,6 +103,8 @@ class Engine:
         self._wakeup = asyncio.Event()
         self.links: dict[int, Link] = {}
         self.max_link = max_link
+        #: Direct-push receive mode (AT+CIPRXGET=0): data arrives unasked, no reads.
+        self.push_mode = False
         self.stats = Stats(trace=deque(maxlen=trace_lines) if trace_lines else None)
         self._closed: BaseException | None = None
         self._read_task: asyncio.Task[None] | None = None
@@ -268,6 +271,9 @@ class Engine:
                     return
                 link.readable = rest > 0
                 link.deliver(data)
+            case PushedData():
+                self.stats.payload_received += len(event.data)
+                self._route_push(event)
             case DataWaiting(link=number):
                 link = self.links.get(number)
                 if link is not None and not link.readable:
@@ -341,6 +347,26 @@ class Engine:
         if self.on_unsolicited is not None:
             self.on_unsolicited(line)
 
+    def _route_push(self, event: PushedData) -> None:
+        """Give pushed data to its link: named by ``+RECEIVE``, else found by address (4.1)."""
+        if event.link is not None:
+            link = self.links.get(event.link)
+        else:
+            active = [x for x in self.links.values() if x.active]
+            matching = [
+                x for x in active if event.address is None or x.udp or x.peer == event.address
+            ]
+            link = matching[0] if len(matching) == 1 else None
+            if link is None and len(active) > 1:
+                raise ProtocolError(
+                    f"pushed data from {event.address} matches {len(matching)} links: dropped"
+                    " (use CIPCCFG HeaderType 1 so the module names the link)"
+                )
+        if link is None or not link.active:
+            logger.warning("pushed data for a link that is not open: dropped")
+            return
+        link.deliver(event.data, event.address)
+
     def _remote_closed(self, number: int, reason: int) -> None:
         link = self.links.get(number)
         if link is None or not link.active:
@@ -350,7 +376,10 @@ class Engine:
             return  # our own AT+CIPCLOSE; its late result finishes the link
         link.remote_closed = True
         link.remote_reason = reason
-        # Data that came before the close stays readable (4.2): read it all first.
+        if self.push_mode:
+            link.deliver_eof()  # everything was pushed already
+        # Buffer mode: data that came before the close stays readable (4.2);
+        # the scheduler reads it all, then reports end of stream.
         self._wakeup.set()
 
     # -- the scheduler task --------------------------------------------------------
@@ -412,7 +441,8 @@ class Engine:
             return None
         if link.wants_close():
             return self._close_op(link)
-        can_read, can_send = link.wants_read(), link.wants_send()
+        can_read = not self.push_mode and link.wants_read()
+        can_send = link.wants_send()
         if can_read and can_send:
             # alternate directions so a busy upload does not starve the download
             send = self._prefer_send[number] = not self._prefer_send.get(number, False)
@@ -437,15 +467,24 @@ class Engine:
             logger.warning("link %d: read failed: %s", link.number, response.error())
 
     async def _send_op(self, link: Link) -> None:
-        size = min(len(link.tx), at.MAX_SEND_BYTES)
-        chunk = bytes(link.tx[:size])
+        if link.udp:
+            chunk, (ip, port) = link.datagrams[0]
+            size = len(chunk)
+            command = at.cipsend(link.number, size, ip, port)
+        else:
+            size = min(len(link.tx), at.MAX_SEND_BYTES)
+            chunk = bytes(link.tx[:size])
+            command = at.cipsend(link.number, size)
         confirm = self._late.expect("+CIPSEND", link.number)
-        response = await self._exchange(at.cipsend(link.number, size), chunk)
+        response = await self._exchange(command, chunk)
         if not response.ok:
             self._late.discard("+CIPSEND", link.number, confirm)
             self._fail_link(link, response.error("CIPSEND"))
             return
-        del link.tx[:size]
+        if link.udp:
+            link.datagrams.popleft()
+        else:
+            del link.tx[:size]
         link.unconfirmed += size
         confirm.add_done_callback(lambda fut: self._send_confirmed(link, size, fut))
 
@@ -485,6 +524,7 @@ class Engine:
         """The owner closed its transport: flush (unless ``abort``), then AT+CIPCLOSE."""
         if abort:
             link.tx.clear()
+            link.datagrams.clear()
         if link.remote_closed or link.state is not LinkState.OPEN:
             # The module already closed it (+IPCLOSE): nothing to send.
             if link.state is not LinkState.CLOSING:
@@ -501,6 +541,7 @@ class Engine:
         if owner is not None:
             owner.link_lost(exc)
         link.tx.clear()
+        link.datagrams.clear()
         if link.state is LinkState.OPEN and not link.remote_closed:
             link.close_requested = True
             self._wakeup.set()

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Protocol
+from collections import deque
+from typing import Protocol, cast
 
-__all__ = ["Link", "LinkOwner", "LinkState"]
+__all__ = ["DatagramOwner", "Link", "LinkOwner", "LinkState"]
 
 logger = logging.getLogger("simsock.modem.links")
 
@@ -34,6 +35,13 @@ class LinkOwner(Protocol):
         """The link is finished (closed, or failed with ``exc``); the number is free again."""
 
 
+class DatagramOwner(LinkOwner, Protocol):
+    """The owner of a UDP link also takes whole datagrams with their sender."""
+
+    def link_datagram(self, data: bytes, address: tuple[str, int]) -> None:
+        """One datagram arrived from ``address``."""
+
+
 class LinkState(enum.Enum):
     """Where a link is in its life."""
 
@@ -48,6 +56,7 @@ class Link:
 
     __slots__ = (
         "close_requested",
+        "datagrams",
         "eof_delivered",
         "number",
         "owner",
@@ -56,14 +65,21 @@ class Link:
         "reading",
         "remote_closed",
         "remote_reason",
+        "server",
         "state",
         "tx",
+        "udp",
         "unconfirmed",
     )
 
-    def __init__(self, number: int, peer: tuple[str, int]) -> None:
+    def __init__(
+        self, number: int, peer: tuple[str, int], *, udp: bool = False, server: int | None = None
+    ) -> None:
         self.number = number
         self.peer = peer
+        self.udp = udp
+        self.server = server  # the module server that accepted this link, if any
+        self.datagrams: deque[tuple[bytes, tuple[str, int]]] = deque()  # UDP sends
         self.owner: LinkOwner | None = None
         self.state = LinkState.OPENING
         self.reading = True  # the protocol has not paused reading
@@ -103,10 +119,15 @@ class Link:
         """
         return (
             self.state is LinkState.OPEN
-            and bool(self.tx)
+            and bool(self.tx or self.datagrams)
             and self.unconfirmed == 0
             and not self.remote_closed
         )
+
+    @property
+    def queued(self) -> int:
+        """Bytes written and not yet handed to the module."""
+        return len(self.tx) + sum(len(d) for d, _ in self.datagrams)
 
     def wants_close(self) -> bool:
         """Whether the scheduler should issue ``AT+CIPCLOSE`` for this link now."""
@@ -114,12 +135,17 @@ class Link:
             self.state is LinkState.OPEN
             and self.close_requested
             and not self.tx
+            and not self.datagrams
             and self.unconfirmed == 0
         )
 
-    def deliver(self, data: bytes) -> None:
-        """Hand received bytes to the owner."""
-        if data and self.owner is not None:
+    def deliver(self, data: bytes, address: tuple[str, int] | None = None) -> None:
+        """Hand received bytes (a datagram, for UDP) to the owner."""
+        if self.owner is None:
+            return
+        if self.udp:
+            cast(DatagramOwner, self.owner).link_datagram(data, address or self.peer)
+        elif data:
             self.owner.link_data(data)
 
     def deliver_eof(self) -> None:
@@ -136,6 +162,7 @@ class Link:
             return
         self.state = LinkState.CLOSED
         self.tx.clear()
+        self.datagrams.clear()
         owner, self.owner = self.owner, None
         if owner is not None:
             try:

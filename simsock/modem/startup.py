@@ -85,6 +85,23 @@ async def close_stale_links(engine: Engine) -> None:
                 engine.discard_late("+CIPCLOSE", number, done)
 
 
+async def configure_push(engine: Engine) -> None:
+    """Direct push (2, 4.1) with every header: length, sender, and the link's number.
+
+    ``+RECEIVE,<link>,<len>`` (CIPCCFG HeaderType 1) names the link, so two
+    links to the same peer never get each other's data; a module that refuses
+    HeaderType 1 falls back to ``+IPD<len>`` with ``RECV FROM`` routing.
+    """
+    for command in (at.ciprxget_mode(0), at.ciphead(1), at.cipsrip(1)):
+        (await engine.execute(command)).raise_for_error()
+    response = await engine.execute(at.cipccfg(header_type=1))
+    if not response.ok:
+        logger.warning(
+            "the module refused CIPCCFG HeaderType 1: pushed data is routed by sender address"
+        )
+    engine.push_mode = True
+
+
 async def bring_up(
     engine: Engine, *, rx_mode: str = "buffer", apn: str | None = None
 ) -> ModuleInfo:
@@ -96,8 +113,10 @@ async def bring_up(
     await open_network(engine)
     if rx_mode == "buffer":
         (await engine.execute(at.ciprxget_mode(1))).raise_for_error()
+    elif rx_mode == "push":
+        await configure_push(engine)
     else:
-        raise NotImplementedError(f"rx_mode={rx_mode!r} is not implemented yet; use 'buffer'")
+        raise ValueError(f"rx_mode must be 'buffer' or 'push', not {rx_mode!r}")
     await close_stale_links(engine)
     address = await engine.execute(at.ipaddr())
     ip = None

@@ -22,9 +22,12 @@ import serial_asyncio
 from ..at import commands as at
 from ..at.commands import check_host, check_port, ip_literal
 from ..at.errors import err_to_oserror, gai_error
+from ..at.events import ClientAccepted
 from ..modem.engine import Engine
 from ..modem.links import Link, LinkState
 from ..modem.startup import ModuleInfo, bring_up
+from .datagram import LinkDatagramTransport
+from .server import ModuleServer
 from .transport import LinkTransport
 
 __all__ = ["Modem", "open_modem"]
@@ -32,6 +35,7 @@ __all__ = ["Modem", "open_modem"]
 logger = logging.getLogger("simsock")
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
+_D = TypeVar("_D", bound=asyncio.DatagramProtocol)
 
 #: asyncio.streams' default StreamReader limit.
 DEFAULT_LIMIT = 2**16
@@ -47,6 +51,13 @@ class Modem:
         self.url = url
         self.rx_mode = rx_mode
         self._background: set[asyncio.Future[None]] = set()
+        self._servers: dict[int, ModuleServer] = {}
+        engine.on_client = self._client_accepted
+
+    @property
+    def address(self) -> str | None:
+        """The module's IP address as last learned (``AT+IPADDR``), or ``None``."""
+        return self._info.ip_address
 
     @property
     def engine(self) -> Engine:
@@ -181,9 +192,12 @@ class Modem:
             server_hostname = host
         infos = await self.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         ip = str(infos[0][4][0])
-        transport, protocol = await self._open_tcp(protocol_factory, ip, port, local_port)
         if sslcontext is None:
-            return transport, protocol
+            return await self._open_tcp(protocol_factory, ip, port, local_port)
+        # TLS: a placeholder protocol holds the link paused until start_tls takes
+        # over, so the user's protocol only ever sees the TLS transport.
+        transport, _ = await self._open_tcp(asyncio.Protocol, ip, port, local_port, paused=True)
+        protocol = protocol_factory()
         loop = asyncio.get_running_loop()
         try:
             tls = await loop.start_tls(
@@ -206,6 +220,8 @@ class Modem:
         ip: str,
         port: int,
         local_port: int | None,
+        *,
+        paused: bool = False,
     ) -> tuple[LinkTransport, _P]:
         engine = self._engine
         command_for = at.cipopen_tcp  # validated before a link is taken
@@ -233,6 +249,7 @@ class Modem:
                 del engine.links[link.number]
             raise
         link.state = LinkState.OPEN
+        link.reading = not paused
         sockname = (self._info.ip_address or "0.0.0.0", 0)
         protocol = protocol_factory()
         transport = LinkTransport(
@@ -279,19 +296,150 @@ class Modem:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 
-    # -- not yet -------------------------------------------------------------------
+    # -- TCP servers ---------------------------------------------------------------
 
-    async def start_server(self, *args: Any, **kwargs: Any) -> Any:
-        """TCP servers on the module (``AT+SERVERSTART``): not implemented yet."""
-        raise NotImplementedError("module-side servers are not implemented yet")
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        port: int,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        backlog: int = 3,
+        ssl_handshake_timeout: float | None = None,
+        start_serving: bool = True,
+    ) -> ModuleServer:
+        """Listen on the module (``AT+SERVERSTART``, 3.14), like ``loop.create_server``.
 
-    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
-        """TCP servers on the module (``AT+SERVERSTART``): not implemented yet."""
-        raise NotImplementedError("module-side servers are not implemented yet")
+        Each accepted client takes a free link and gets ``protocol_factory()``.
+        ``backlog`` is 1-3. The module has two servers; a third raises
+        ``OSError(EMFILE)``. With ``ssl`` (a server-side SSLContext), TLS runs
+        on the host.
+        """
+        check_port(port)
+        if not 1 <= backlog <= 3:
+            raise ValueError(f"backlog {backlog} outside 1..3 (3.14)")
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError("ssl must be an SSLContext for a server")
+        free = [i for i in range(at.MAX_SERVER + 1) if i not in self._servers]
+        if not free:
+            raise OSError(errno.EMFILE, f"all {at.MAX_SERVER + 1} module servers are in use")
+        server = ModuleServer(
+            self,
+            free[0],
+            port,
+            protocol_factory,
+            backlog=backlog,
+            ssl=ssl,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+        )
+        self._servers[server.index] = server
+        if start_serving:
+            await server.start_serving()
+        return server
 
-    async def create_datagram_endpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """UDP over the module: not implemented yet."""
-        raise NotImplementedError("UDP is not implemented yet")
+    async def start_server(
+        self,
+        client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+        port: int,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        ssl: ssl_module.SSLContext | None = None,
+        backlog: int = 3,
+        ssl_handshake_timeout: float | None = None,
+        start_serving: bool = True,
+    ) -> ModuleServer:
+        """``asyncio.start_server`` on the module: ``client_connected_cb(reader, writer)``."""
+        loop = asyncio.get_running_loop()
+
+        def factory() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=limit, loop=loop)
+            return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+
+        return await self.create_server(
+            factory,
+            port,
+            ssl=ssl,
+            backlog=backlog,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            start_serving=start_serving,
+        )
+
+    def forget_server(self, server: ModuleServer) -> None:
+        """(server) Its index is free again."""
+        if self._servers.get(server.index) is server:
+            del self._servers[server.index]
+
+    def _client_accepted(self, event: ClientAccepted) -> None:
+        engine = self._engine
+        server = self._servers.get(event.server)
+        existing = engine.links.get(event.link)
+        if existing is not None and existing.active:
+            logger.warning("+CLIENT on link %d, which is open: ignored", event.link)
+            return
+        link = Link(event.link, (event.host, event.port), server=event.server)
+        link.state = LinkState.OPEN
+        engine.links[event.link] = link
+        if server is None:
+            logger.warning("+CLIENT for server %d, which we did not start: closed", event.server)
+            engine.request_close(link)
+            return
+        server.accept(event, link)
+
+    # -- UDP -------------------------------------------------------------------------
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], _D],
+        local_addr: tuple[str, int] | None = None,
+        remote_addr: tuple[str, int] | None = None,
+    ) -> tuple[LinkDatagramTransport, _D]:
+        """A UDP link (``AT+CIPOPEN=<link>,"UDP",,,<port>``), as loop.create_datagram_endpoint.
+
+        Needs ``rx_mode="push"`` (see :mod:`simsock.sockets.datagram`).
+        ``local_addr``'s port is the module's local port (0: the module picks);
+        ``remote_addr`` (an IP literal) fixes the destination of ``sendto``.
+        """
+        if self.rx_mode != "push":
+            raise OSError(
+                errno.EOPNOTSUPP,
+                "UDP needs open_modem(..., rx_mode='push'): in buffer-access mode the module"
+                " keeps neither the sender's address nor datagram boundaries",
+            )
+        local_port = 0 if local_addr is None else check_port(local_addr[1], allow_zero=True)
+        remote: tuple[str, int] | None = None
+        if remote_addr is not None:
+            literal = ip_literal(remote_addr[0])
+            if literal is None:
+                infos = await self.getaddrinfo(remote_addr[0], remote_addr[1])
+                literal = ip_literal(str(infos[0][4][0]))
+            assert literal is not None
+            remote = (str(literal), check_port(remote_addr[1]))
+        engine = self._engine
+        link = self._allocate_link(remote or ("0.0.0.0", 0))
+        link.udp = True
+        result = engine.expect_late("+CIPOPEN", link.number)
+        try:
+            response = await engine.execute(at.cipopen_udp(link.number, local_port))
+            if not response.ok:
+                engine.discard_late("+CIPOPEN", link.number, result)
+                if result.done() and not result.cancelled() and result.result()[1] != 0:
+                    raise err_to_oserror(result.result()[1], context="CIPOPEN")
+                raise response.error("CIPOPEN")
+            # UDP: "+CIPOPEN: <link>,0" comes before OK (3.3)
+            _, err = await asyncio.wait_for(asyncio.shield(result), at.CIPTIMEOUT_DEFAULT_S)
+            if err != 0:
+                raise err_to_oserror(err, context="CIPOPEN")
+        except BaseException:
+            if engine.links.get(link.number) is link:
+                del engine.links[link.number]
+            raise
+        link.state = LinkState.OPEN
+        protocol = protocol_factory()
+        extra: dict[str, Any] = {"sockname": (self._info.ip_address or "0.0.0.0", local_port)}
+        if remote is not None:
+            extra["peername"] = remote
+        transport = LinkDatagramTransport(engine, link, protocol, remote, extra)
+        return transport, protocol
 
 
 def _ssl_context(ssl: ssl_module.SSLContext | bool | None) -> ssl_module.SSLContext | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..modem.engine import Engine
 from ..modem.links import Link
+from .endpoint import LinkEndpoint
 
 __all__ = ["LinkTransport"]
 
@@ -26,7 +27,7 @@ logger = logging.getLogger("simsock.sockets")
 DEFAULT_HIGH_WATER_BYTES = 64 * 1024
 
 
-class LinkTransport(asyncio.Transport):
+class LinkTransport(LinkEndpoint, asyncio.Transport):
     """A module link as an asyncio transport; see the module docstring."""
 
     # loop.start_tls() accepts only transports that say so (Lib/asyncio/base_events.py).
@@ -39,28 +40,11 @@ class LinkTransport(asyncio.Transport):
         protocol: asyncio.BaseProtocol,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(extra)
-        self._loop = asyncio.get_running_loop()
-        self._engine = engine
-        self._link = link
-        self._protocol = protocol
-        self._closing = False
-        self._lost = False
+        super().__init__(engine, link, protocol, extra)
         self._protocol_paused = False
         self._high_water = DEFAULT_HIGH_WATER_BYTES
         self._low_water = DEFAULT_HIGH_WATER_BYTES // 4
-        self._extra.setdefault("link", link.number)  # type: ignore[attr-defined]
-        link.owner = self
         # Synchronously, so no data can reach the protocol before it knows its transport.
-        self._connection_made()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._lost else "closing" if self._closing else "open"
-        return f"<LinkTransport link={self._link.number} {state}>"
-
-    def _connection_made(self) -> None:
-        if self._lost:
-            return
         try:
             self._protocol.connection_made(self)
         except Exception as exc:
@@ -100,7 +84,7 @@ class LinkTransport(asyncio.Transport):
                     protocol.buffer_updated(count)
                     view = view[count:]
             else:
-                protocol.data_received(data)  # type: ignore[attr-defined]
+                protocol.data_received(data)
         except Exception as exc:
             logger.exception("data_received raised")
             self._force_close(exc)
@@ -110,7 +94,7 @@ class LinkTransport(asyncio.Transport):
         if self._lost:
             return
         try:
-            keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
+            keep_open = self._protocol.eof_received()
         except Exception as exc:
             logger.exception("eof_received raised")
             self._force_close(exc)
@@ -185,56 +169,3 @@ class LinkTransport(asyncio.Transport):
                 self._protocol.resume_writing()
             except Exception:
                 logger.exception("resume_writing raised")
-
-    # -- closing -------------------------------------------------------------------
-
-    def is_closing(self) -> bool:
-        """``close()`` or ``abort()`` was called, or the link is gone."""
-        return self._closing or self._lost
-
-    def close(self) -> None:
-        """Send what is queued, then ``AT+CIPCLOSE``; ``connection_lost(None)`` follows."""
-        if self._closing or self._lost:
-            return
-        self._closing = True
-        self._engine.request_close(self._link)
-
-    def abort(self) -> None:
-        """Drop what is queued and close now."""
-        if self._lost:
-            return
-        self._closing = True
-        self._engine.request_close(self._link, abort=True)
-
-    def _force_close(self, exc: BaseException | None) -> None:
-        """Close on a fatal error; asyncio's SSLProtocol calls this (with the error)."""
-        if self._lost:
-            return
-        self._closing = True
-        self._engine.request_close(self._link, abort=True)
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def link_lost(self, exc: BaseException | None) -> None:
-        """(engine) The link is over."""
-        self._closing = True
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        self._link.owner = None
-        try:
-            self._protocol.connection_lost(exc)  # type: ignore[arg-type]
-        except Exception:
-            logger.exception("connection_lost raised")
-
-    # -- protocol ------------------------------------------------------------------
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        """Replace the protocol (as ``loop.start_tls`` does)."""
-        self._protocol = protocol
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        """The current protocol."""
-        return self._protocol

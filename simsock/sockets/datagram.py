@@ -1,0 +1,109 @@
+"""``LinkDatagramTransport``: an ``asyncio.DatagramTransport`` over a UDP link (3.3, 3.4, 4.1).
+
+UDP needs direct-push receive mode (``open_modem(..., rx_mode="push")``): only
+pushed data carries the sender's address (``RECV FROM:``) and arrives one
+datagram per block. In buffer-access mode the module keeps neither the
+address nor the boundaries (``AT+CIPRXGET=2`` reads bytes), so simsock refuses
+UDP there rather than merge datagrams or guess an address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from typing import Any
+
+from ..at import commands as at
+from ..modem.engine import Engine
+from ..modem.links import Link
+from .endpoint import LinkEndpoint
+
+__all__ = ["LinkDatagramTransport"]
+
+logger = logging.getLogger("simsock.sockets")
+
+#: asyncio's high-water default for datagram transports.
+DEFAULT_HIGH_WATER_BYTES = 64 * 1024
+
+
+class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
+    """A UDP link as an asyncio datagram transport."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        link: Link,
+        protocol: asyncio.DatagramProtocol,
+        remote_addr: tuple[str, int] | None,
+        extra: dict[str, Any],
+    ) -> None:
+        super().__init__(engine, link, protocol, extra)
+        self._remote = remote_addr
+        self._protocol_paused = False
+        self._high_water = DEFAULT_HIGH_WATER_BYTES
+        self._low_water = DEFAULT_HIGH_WATER_BYTES // 4
+        protocol.connection_made(self)
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        """Queue one datagram for ``addr`` (an IP literal and port), or for ``remote_addr``.
+
+        A datagram above 1500 bytes (the largest ``AT+CIPSEND``) is reported to
+        ``error_received`` as ``OSError(EMSGSIZE)``, as a socket transport would.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if self._remote is not None:
+            if addr not in (None, self._remote):
+                raise ValueError(f"Invalid address: must be None or {self._remote}")
+            addr = self._remote
+        if addr is None:
+            raise ValueError("a destination address is required (no remote_addr)")
+        host, port = addr[0], addr[1]
+        literal = at.ip_literal(host) if isinstance(host, str) else None
+        if literal is None:
+            raise ValueError(f"UDP destinations must be IP addresses, not {host!r}")
+        at.check_port(port)
+        if self._closing or self._lost:
+            logger.warning("sendto() on a closed datagram transport ignored")
+            return
+        if len(data) > at.MAX_SEND_BYTES:
+            exc = OSError(errno.EMSGSIZE, f"datagram of {len(data)} bytes > {at.MAX_SEND_BYTES}")
+            self._protocol.error_received(exc)
+            return
+        if not data:
+            return  # the module cannot send an empty datagram (lengths are 1-1500)
+        self._link.datagrams.append((bytes(data), (str(literal), port)))
+        self._engine.wake()
+        if not self._protocol_paused and self._link.queued > self._high_water:
+            self._protocol_paused = True
+            self._protocol.pause_writing()
+
+    def link_datagram(self, data: bytes, address: tuple[str, int]) -> None:
+        """(engine) One datagram from ``address``."""
+        if self._lost:
+            return
+        try:
+            self._protocol.datagram_received(data, address)
+        except Exception as exc:
+            logger.exception("datagram_received raised")
+            self._force_close(exc)
+
+    def link_data(self, data: bytes) -> None:
+        """(engine) Unused for UDP: every delivery carries an address."""
+        self.link_datagram(data, self._link.peer)
+
+    def link_eof(self) -> None:
+        """(engine) UDP has no end of stream."""
+
+    def link_sent(self) -> None:
+        """(engine) The module took a datagram."""
+        if self._protocol_paused and self._link.queued <= self._low_water:
+            self._protocol_paused = False
+            self._protocol.resume_writing()
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes of datagrams queued."""
+        return self._link.queued

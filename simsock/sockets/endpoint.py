@@ -1,0 +1,105 @@
+"""What every link transport shares: the link, the protocol, closing and loss.
+
+``LinkTransport`` (TCP, a stream) and ``LinkDatagramTransport`` (UDP) both
+hold one engine link and differ only in how data moves; the life cycle
+(``close``, ``abort``, ``_force_close``, ``connection_lost`` exactly once) is
+written once here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..modem.engine import Engine
+from ..modem.links import Link
+
+__all__ = ["LinkEndpoint"]
+
+logger = logging.getLogger("simsock.sockets")
+
+
+class LinkEndpoint:
+    """Mixin for transports over one engine link (put it first among the bases)."""
+
+    _protocol: Any
+
+    def __init__(
+        self,
+        engine: Engine,
+        link: Link,
+        protocol: asyncio.BaseProtocol,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        extra = dict(extra or {})
+        extra.setdefault("link", link.number)
+        super().__init__(extra)  # type: ignore[call-arg]  # asyncio.BaseTransport
+        self._loop = asyncio.get_running_loop()
+        self._engine = engine
+        self._link = link
+        self._protocol = protocol
+        self._closing = False
+        self._lost = False
+        self._lost_callbacks: list[Callable[[], None]] = []
+        link.owner = self  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        state = "closed" if self._lost else "closing" if self._closing else "open"
+        return f"<{type(self).__name__} link={self._link.number} {state}>"
+
+    def is_closing(self) -> bool:
+        """``close()`` or ``abort()`` was called, or the link is gone."""
+        return self._closing or self._lost
+
+    def close(self) -> None:
+        """Send what is queued, then ``AT+CIPCLOSE``; ``connection_lost(None)`` follows."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        self._engine.request_close(self._link)
+
+    def abort(self) -> None:
+        """Drop what is queued and close now."""
+        if self._lost:
+            return
+        self._closing = True
+        self._engine.request_close(self._link, abort=True)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        """Close on a fatal error; asyncio's SSLProtocol calls this (with the error)."""
+        if self._lost:
+            return
+        self._closing = True
+        self._engine.request_close(self._link, abort=True)
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def link_lost(self, exc: BaseException | None) -> None:
+        """(engine) The link is over."""
+        self._closing = True
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._link.owner = None
+        try:
+            self._protocol.connection_lost(exc)
+        except Exception:
+            logger.exception("connection_lost raised")
+        for callback in self._lost_callbacks:
+            callback()
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after ``connection_lost`` (servers track their clients so)."""
+        self._lost_callbacks.append(callback)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Replace the protocol (as ``loop.start_tls`` does)."""
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """The current protocol."""
+        return self._protocol  # type: ignore[no-any-return]
