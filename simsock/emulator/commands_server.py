@@ -1,0 +1,100 @@
+"""TCP servers: AT+SERVERSTART and AT+SERVERSTOP (reference 3.14, 3.15).
+
+The bridge listens on the host (127.0.0.1 by default); each client it
+accepts takes a free link (``+CLIENT: <link>,<server>,<ip>:<port>``) and is
+then an ordinary TCP link. While no link is free, clients wait in the
+listening socket's backlog, unaccepted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from .actions import Listen, StopListening
+from .command import (
+    ERR_LISTENING,
+    ERR_NET_NOT_OPEN,
+    ERR_NOT_SUPPORTED,
+    ERR_PARAM,
+    ERR_SOCKETS_OPEN,
+    Command,
+    Handler,
+    Kind,
+    ParamError,
+    field_at,
+    int_param,
+)
+from .settings import SERVER_COUNT
+
+if TYPE_CHECKING:
+    from .interpreter import Interpreter
+
+__all__ = ["SERVER_HANDLERS"]
+
+#: ``AT+SERVERSTART`` backlog range and default (3.14).
+BACKLOG_RANGE: Final = (1, 3)
+BACKLOG_DEFAULT: Final = 3
+_LAST_SERVER: Final = SERVER_COUNT - 1
+
+
+def _serverstart(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply(f"+SERVERSTART: (0-65535),(0-{_LAST_SERVER})", "OK")
+        return
+    if command.kind not in (Kind.READ, Kind.SET):
+        raise ParamError(command.line)
+    if not m.network_open:
+        m.reply(f"+CIPERROR: {ERR_NET_NOT_OPEN}", "ERROR")
+        return
+    if command.kind is Kind.READ:
+        lines = [
+            f"+SERVERSTART: {index},{port}"
+            for index, port in enumerate(m.servers)
+            if port is not None
+        ]
+        m.reply(*lines, "OK")
+        return
+    try:
+        fields = command.fields()
+        port = int_param(field_at(fields, 0), 0, 65535)
+        server = int_param(field_at(fields, 1), 0, _LAST_SERVER)
+        backlog = int_param(field_at(fields, 2), *BACKLOG_RANGE, default=BACKLOG_DEFAULT)
+        if len(fields) > 3:
+            raise ParamError(command.line)
+    except ParamError:
+        m.reply(f"+CIPERROR: {ERR_PARAM}", "ERROR")
+        return
+    if m.servers[server] is not None:
+        m.reply(f"+CIPERROR: {ERR_LISTENING}", "ERROR")
+        return
+    # OK comes once the host socket listens (or +CIPERROR: 6 if it cannot bind).
+    m.request(Listen(server, port, backlog, m.settings.pdp_family))
+    m.wait_for("listen", server)
+
+
+def _serverstop(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply(f"+SERVERSTOP: (0-{_LAST_SERVER})", "OK")
+        return
+    if command.kind is not Kind.SET:
+        raise ParamError(command.line)
+    fields = command.fields()
+    server = int_param(field_at(fields, 0), 0, _LAST_SERVER)
+    if len(fields) != 1:
+        raise ParamError(command.line)
+    if m.servers[server] is None:
+        m.reply(f"+SERVERSTOP: {server},{ERR_NOT_SUPPORTED}", "ERROR")
+        return
+    if any(lk.server == server for lk in m.open_links()):
+        # Its clients must be closed first (3.15).
+        m.reply(f"+SERVERSTOP: {server},{ERR_SOCKETS_OPEN}", "ERROR")
+        return
+    m.servers[server] = None
+    m.request(StopListening(server))
+    m.reply(f"+SERVERSTOP: {server},0", "OK")
+
+
+SERVER_HANDLERS: Final[dict[str, Handler]] = {
+    "+SERVERSTART": _serverstart,
+    "+SERVERSTOP": _serverstop,
+}

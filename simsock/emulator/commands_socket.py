@@ -1,0 +1,385 @@
+"""Socket commands: NETOPEN, NETCLOSE, IPADDR, CIPOPEN, CIPSEND, CIPRXGET,
+CIPCLOSE, CIPACK, CDNSGIP (reference 3.1-3.7, 3.16, 3.17).
+
+Handlers check everything the module checks before anything is sent, answer
+at once, and leave the network part to the bridge through actions; its
+outcome comes back as a late result (``+CIPOPEN: <link>,<err>``,
+``+CIPSEND: ...``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import TYPE_CHECKING, Final
+
+from ..at.fields import Field
+from .actions import OpenTcp, OpenUdp
+from .command import (
+    ERR_DNS,
+    ERR_NET_NOT_OPEN,
+    ERR_NETWORK,
+    ERR_NOT_SUPPORTED,
+    ERR_PARAM,
+    IPE_ALREADY_OPENED,
+    IPE_INVALID,
+    IPE_NO_DATA,
+    IPE_NOT_CREATED,
+    IPE_NOT_OPENED,
+    IPE_NOT_SUPPORTED,
+    Command,
+    Handler,
+    Kind,
+    ParamError,
+    field_at,
+    int_param,
+    str_param,
+)
+from .commands_config import CONFIG_HANDLERS
+from .links import LinkState
+from .settings import CIPSEND_MAX_BYTES, LINK_COUNT
+
+if TYPE_CHECKING:
+    from .interpreter import Interpreter
+
+__all__ = ["SOCKET_HANDLERS", "resolve", "valid_domain"]
+
+#: Longest read of ``AT+CIPRXGET=2`` (raw) and ``=3`` (hex) (3.5).
+CIPRXGET_RAW_MAX_BYTES: Final = 1500
+CIPRXGET_HEX_MAX_BYTES: Final = 750
+#: ``+CDNSGIP: 0,<dns_error>``: DNS general error (3.17).
+DNS_GENERAL_ERROR: Final = 10
+#: Domain names for ``AT+CDNSGIP`` (3.17): 254 characters, labels of 63.
+DOMAIN_MAX_CHARS: Final = 254
+_LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+_LAST_LINK: Final = LINK_COUNT - 1
+
+
+def valid_domain(name: str) -> bool:
+    """Whether ``name`` follows the domain rules of 3.17."""
+    return 0 < len(name) <= DOMAIN_MAX_CHARS and all(
+        _LABEL.fullmatch(label) for label in name.split(".")
+    )
+
+
+def resolve(m: Interpreter, name: str) -> str | None:
+    """The address ``name`` means: itself, or from the DNS table; ``None`` if unknown."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    table = {key.lower(): value for key, value in m.config.dns.items()}
+    return table.get(name.lower())
+
+
+def _family(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+def _link_number(value: Field) -> int:
+    """A link number as a number: a malformed one is a plain ``ERROR``."""
+    if not isinstance(value, int):
+        raise ParamError(f"{value!r} is not a link number")
+    return value
+
+
+# --- 3.1 / 3.2 / 3.7 -------------------------------------------------------------
+
+
+def _netopen(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.READ:
+        m.reply(f"+NETOPEN: {int(m.network_open)}", "OK")
+    elif command.kind is Kind.TEST:
+        m.reply("OK")
+    elif command.kind is Kind.EXEC:
+        if m.network_open:
+            m.ip_error(IPE_ALREADY_OPENED)
+            return
+        m.network_open = True
+        m.reply("OK")
+        m.late("+NETOPEN: 0")
+    else:
+        raise ParamError(command.line)
+
+
+def _netclose(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply("OK")
+    elif command.kind is Kind.EXEC:
+        if not m.network_open:
+            m.reply(f"+NETCLOSE: {ERR_NET_NOT_OPEN}", "ERROR")
+            return
+        m.reply("OK")
+        m.close_everything(report=True)
+        m.network_open = m.network_lost = False
+        m.late("+NETCLOSE: 0")
+    else:
+        raise ParamError(command.line)
+
+
+def _ipaddr(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply("OK")
+    elif command.kind is Kind.EXEC:
+        if not m.network_open:
+            m.ip_error(IPE_NOT_OPENED)
+            return
+        family = m.settings.pdp_family
+        address = m.config.ipv6_address if family == 6 else m.config.ip_address
+        m.reply(f"+IPADDR: {address}", "OK")
+    else:
+        raise ParamError(command.line)
+
+
+# --- 3.3 CIPOPEN -------------------------------------------------------------------
+
+
+def _cipopen_status(m: Interpreter) -> None:
+    lines: list[str] = []
+    for lk in m.links:
+        if lk.is_open:
+            host = lk.remote_host if lk.kind == "TCP" else ""
+            port = lk.remote_port if lk.kind == "TCP" else lk.local_port
+            lines.append(f'+CIPOPEN: {lk.number},"{lk.kind}","{host}",{port},{lk.server}')
+        else:
+            lines.append(f"+CIPOPEN: {lk.number}")
+    m.reply(*lines, "OK")
+
+
+def _cipopen(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply(f'+CIPOPEN: (0-{_LAST_LINK}),("TCP","UDP")', "OK")
+        return
+    if command.kind is Kind.READ:
+        _cipopen_status(m)
+        return
+    if command.kind is not Kind.SET:
+        raise ParamError(command.line)
+    fields = command.fields()
+    link = _link_number(field_at(fields, 0))
+    if not 0 <= link <= _LAST_LINK:
+        m.ip_error(IPE_INVALID)
+        return
+    lk = m.links[link]
+    if not m.network_open:
+        m.reply(f"+CIPOPEN: {link},{ERR_NET_NOT_OPEN}", "ERROR")
+        return
+    if lk.state is not LinkState.FREE:
+        m.reply(f"+CIPOPEN: {link},{ERR_NOT_SUPPORTED}", "ERROR")
+        return
+    try:
+        kind = str_param(field_at(fields, 1)).upper()
+        if kind == "TCP":
+            if len(fields) > 5:
+                raise ParamError(command.line)
+            name = str_param(field_at(fields, 2))
+            port = int_param(field_at(fields, 3), 1, 65535)
+            local = field_at(fields, 4)
+            local_port = None if local is None else int_param(local, 0, 65535)
+        elif kind == "UDP":
+            if field_at(fields, 2) is not None or field_at(fields, 3) is not None:
+                raise ParamError("a remote address is only for transparent mode")
+            local_port = int_param(field_at(fields, 4), 0, 65535)
+            if len(fields) > 5:
+                raise ParamError(command.line)
+        else:
+            raise ParamError(command.line)
+    except ParamError:
+        m.reply(f"+CIPOPEN: {link},{ERR_PARAM}", "ERROR")
+        return
+    lk.reset()  # reopening discards what the previous connection left unread (4.2)
+    lk.state, lk.kind = LinkState.CONNECTING, kind
+    if kind == "UDP":
+        lk.local_port = local_port or 0
+        m.request(OpenUdp(link, local_port or 0, m.settings.pdp_family))
+        m.wait_for("open", link)
+        return
+    m.reply("OK")
+    address = resolve(m, name)
+    if address is None:
+        m.connect_failed(link, ERR_DNS)
+    elif m.network_lost or (_family(address) == 6 and m.settings.pdp_family != 6):
+        # An IPv4 PDP context cannot reach an IPv6 peer (AT+CSOCKETPN=1,6 first).
+        m.connect_failed(link, ERR_NETWORK)
+    else:
+        lk.remote_host, lk.remote_port = address, port
+        timeout_s = m.settings.timeouts_ms[1] / 1000
+        m.request(OpenTcp(link, address, port, name, local_port, timeout_s))
+
+
+# --- 3.4 CIPSEND -------------------------------------------------------------------
+
+
+def _cipsend(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply(f"+CIPSEND: (0-{_LAST_LINK}),(1-{CIPSEND_MAX_BYTES})", "OK")
+        return
+    if command.kind is not Kind.SET:
+        raise ParamError(command.line)
+    try:
+        fields = command.fields()
+        link = int_param(field_at(fields, 0), 0, _LAST_LINK)
+        size = field_at(fields, 1)
+        length = None if size is None else int_param(size, 1, CIPSEND_MAX_BYTES)
+        if len(fields) > 4:
+            raise ParamError(command.line)
+    except ParamError:
+        m.reply(f"+CIPERROR: {ERR_PARAM}", "ERROR")
+        return
+    lk = m.links[link]
+    if not m.network_open:
+        m.reply(f"+CIPERROR: {ERR_NET_NOT_OPEN}", "ERROR")
+        return
+    if not lk.is_open:
+        m.reply(f"+CIPERROR: {ERR_NOT_SUPPORTED}", "ERROR")
+        return
+    destination: tuple[str, int] | None = None
+    if lk.kind == "UDP":
+        try:
+            name = str_param(field_at(fields, 2))
+            port = int_param(field_at(fields, 3), 1, 65535)
+        except ParamError:
+            m.reply(f"+CIPERROR: {ERR_PARAM}", "ERROR")
+            return
+        address = resolve(m, name)
+        if address is None:
+            m.reply(f"+CIPERROR: {ERR_PARAM}", "ERROR")
+            return
+        destination = (address, port)
+    m.begin_payload(link, length, destination)
+
+
+# --- 3.5 CIPRXGET ------------------------------------------------------------------
+
+
+def _ciprxget(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply(f"+CIPRXGET: (0-4),(0-{_LAST_LINK}),(1-{CIPRXGET_RAW_MAX_BYTES})", "OK")
+        return
+    if command.kind is Kind.READ:
+        m.reply(f"+CIPRXGET: {m.settings.rx_mode}", "OK")
+        return
+    if command.kind is not Kind.SET:
+        raise ParamError(command.line)
+    fields = command.fields()
+    mode = field_at(fields, 0)
+    if isinstance(mode, int) and mode in (0, 1) and len(fields) == 1:
+        m.settings.rx_mode = mode
+        if mode == 0:
+            m.flush_buffers_as_push()
+        m.reply("OK")
+        return
+    try:
+        if mode not in (2, 3, 4):
+            raise ParamError(command.line)
+        link = int_param(field_at(fields, 1), 0, _LAST_LINK)
+        limit = CIPRXGET_RAW_MAX_BYTES if mode == 2 else CIPRXGET_HEX_MAX_BYTES
+        length = int_param(field_at(fields, 2), 1, limit, default=limit)
+        if len(fields) > (2 if mode == 4 else 3):
+            raise ParamError(command.line)
+    except ParamError:
+        m.ip_error(IPE_INVALID)
+        return
+    if m.settings.rx_mode != 1:
+        m.ip_error(IPE_NOT_SUPPORTED)
+        return
+    lk = m.links[link]
+    if mode == 4:
+        m.reply(f"+CIPRXGET: 4,{link},{len(lk.rx)}", "OK")
+        return
+    if not lk.rx:
+        m.ip_error(IPE_NO_DATA)
+        return
+    data = lk.take(length)
+    body = data if mode == 2 else data.hex().upper().encode("ascii")
+    m.stats.payload_to_host += len(data)
+    header = f"\r\n+CIPRXGET: {mode},{link},{len(data)},{len(lk.rx)}\r\n".encode("ascii")
+    m.reply(header + body, "OK")
+    m.after_read(lk)
+
+
+# --- 3.6 CIPCLOSE, 3.16 CIPACK --------------------------------------------------------
+
+
+def _cipclose(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply(f"+CIPCLOSE: (0-{_LAST_LINK})", "OK")
+        return
+    if command.kind is Kind.READ:
+        m.reply("+CIPCLOSE: " + ",".join(str(int(lk.is_open)) for lk in m.links), "OK")
+        return
+    if command.kind is not Kind.SET:
+        raise ParamError(command.line)
+    fields = command.fields()
+    link = _link_number(field_at(fields, 0))
+    if not 0 <= link <= _LAST_LINK or len(fields) != 1:
+        m.reply(f"+CIPCLOSE: {link},{ERR_PARAM}", "ERROR")
+        return
+    lk = m.links[link]
+    if lk.state is LinkState.FREE:
+        m.reply(f"+CIPCLOSE: {link},{ERR_NOT_SUPPORTED}", "ERROR")
+        return
+    udp = lk.kind == "UDP"
+    m.close_link(lk)
+    if udp:  # UDP: the result comes before OK (3.6)
+        m.reply(f"+CIPCLOSE: {link},0", "OK")
+    else:
+        m.reply("OK")
+        m.late(f"+CIPCLOSE: {link},0")
+
+
+def _cipack(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply(f"+CIPACK: (0-{_LAST_LINK})", "OK")
+        return
+    if command.kind is not Kind.SET:
+        raise ParamError(command.line)
+    fields = command.fields()
+    try:
+        link = int_param(field_at(fields, 0), 0, _LAST_LINK)
+        if len(fields) != 1:
+            raise ParamError(command.line)
+    except ParamError:
+        m.ip_error(IPE_INVALID)
+        return
+    lk = m.links[link]
+    if not lk.is_open:
+        m.ip_error(IPE_NOT_CREATED)
+        return
+    m.reply(f"+CIPACK: {lk.bytes_sent},{lk.bytes_acked},{lk.bytes_received}", "OK")
+
+
+# --- 3.17 CDNSGIP ------------------------------------------------------------------
+
+
+def _cdnsgip(m: Interpreter, command: Command) -> None:
+    if command.kind is Kind.TEST:
+        m.reply("OK")
+        return
+    if command.kind is not Kind.SET:
+        raise ParamError(command.line)
+    fields = command.fields()
+    if len(fields) != 1:
+        raise ParamError(command.line)
+    name = str_param(fields[0])
+    if not valid_domain(name):
+        raise ParamError(f"{name!r} breaks the domain rules of 3.17")
+    address = resolve(m, name) if m.network_open else None
+    if address is None:
+        m.reply(f"+CDNSGIP: 0,{DNS_GENERAL_ERROR}", "ERROR")
+        return
+    m.reply(f'+CDNSGIP: 1,"{name}","{address}"', "OK")
+
+
+SOCKET_HANDLERS: Final[dict[str, Handler]] = {
+    **CONFIG_HANDLERS,
+    "+NETOPEN": _netopen,
+    "+NETCLOSE": _netclose,
+    "+IPADDR": _ipaddr,
+    "+CIPOPEN": _cipopen,
+    "+CIPSEND": _cipsend,
+    "+CIPRXGET": _ciprxget,
+    "+CIPCLOSE": _cipclose,
+    "+CIPACK": _cipack,
+    "+CDNSGIP": _cdnsgip,
+}

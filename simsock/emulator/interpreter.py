@@ -1,0 +1,584 @@
+"""The virtual SIM7028's AT interpreter: a sans-I/O state machine.
+
+Bytes from the host go in with :meth:`Interpreter.receive_data`, bytes for
+the host come out of :meth:`Interpreter.data_to_send`, and what the network
+must do comes out of :meth:`Interpreter.actions` (see :mod:`.actions`). The
+I/O shell reports the network's answers back (``connected``, ``received``,
+``peer_closed`` ...). Time enters only as ``now`` (``receive_data``,
+``handle_timer``); :meth:`get_timer` says when the shell must call
+:meth:`handle_timer` next. Nothing here imports asyncio or sockets.
+
+Output is built in whole units (a response line, a URC, a payload block with
+its header), so a URC is only ever placed between units: never inside a line,
+never inside a payload (reference section 1). While the host is half-way
+through typing a command line, or sending a CIPSEND payload, URCs wait.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from ..at.errors import IP_ERROR_STRINGS, ProtocolError
+from .actions import Action, Close, PauseReading, ResumeReading, Send, StopListening
+from .command import (
+    ERR_NETWORK,
+    ERR_NOT_SUPPORTED,
+    Handler,
+    ParamError,
+    frame,
+    parse_command,
+)
+from .commands_general import GENERAL_HANDLERS
+from .commands_server import SERVER_HANDLERS
+from .commands_socket import SOCKET_HANDLERS
+from .links import Link, LinkState
+from .settings import (
+    CIPSEND_MAX_BYTES,
+    LINK_COUNT,
+    PUSH_MAX_BYTES,
+    SERVER_COUNT,
+    ModuleConfig,
+    ModuleSettings,
+)
+
+__all__ = ["Interpreter", "Stats"]
+
+logger = logging.getLogger("simsock.emulator")
+
+#: A command line longer than this is discarded and answered ``ERROR``.
+MAX_COMMAND_LINE_BYTES: Final = 1024
+#: How long a half-typed command line holds URCs back (s): long enough for a
+#: host that writes a line in a few pieces, short enough for a person typing.
+URC_HOLD_S: Final = 1.0
+
+_CR: Final = 0x0D
+_LF: Final = 0x0A
+_BACKSPACE: Final = 0x08
+_ETX: Final = 0x03  # escapes the next byte of a variable-length payload (3.4)
+_CTRL_Z: Final = 0x1A  # ends a variable-length payload
+_ESC: Final = 0x1B  # cancels a CIPSEND
+_PAYLOAD_SPECIAL: Final = re.compile(rb"[\x03\x1a\x1b]")
+_PROMPT: Final = b"\r\n> "  # 1: "<CR><LF>>" and a space, no line end
+
+_HANDLERS: Final[dict[str, Handler]] = {
+    **GENERAL_HANDLERS,
+    **SOCKET_HANDLERS,
+    **SERVER_HANDLERS,
+}
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters of one virtual module (all since start)."""
+
+    #: Every byte sent to / received from the host on the serial line.
+    bytes_to_host: int = 0
+    bytes_from_host: int = 0
+    #: Network data delivered to the host (pushes, CIPRXGET reads; hex counts decoded).
+    payload_to_host: int = 0
+    #: CIPSEND payload accepted from the host (after unescaping).
+    payload_from_host: int = 0
+    #: Command lines executed.
+    commands: int = 0
+
+
+class _Mode(enum.Enum):
+    COMMAND = "command"  # reading a command line
+    BUSY = "busy"  # a line waits for the module latency to pass
+    PAYLOAD = "payload"  # after the '>' prompt, reading a CIPSEND payload
+    WAITING = "waiting"  # a command waits for the bridge before its final result
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """A CIPSEND payload being received."""
+
+    link: int
+    length: int | None  # None: variable length, ended by Ctrl+Z
+    address: tuple[str, int] | None
+    data: bytearray
+    escaped: bool = False
+
+
+class Interpreter:
+    """The AT state machine of one virtual SIM7028 (no I/O: see the module docstring)."""
+
+    def __init__(self, config: ModuleConfig | None = None, *, now: float = 0.0) -> None:
+        self.config = config if config is not None else ModuleConfig()
+        #: What the host set with AT commands.
+        self.settings = ModuleSettings(echo=self.config.echo)
+        self.links = [Link(number) for number in range(LINK_COUNT)]
+        #: Listening port of each server index, ``None`` when stopped.
+        self.servers: list[int | None] = [None] * SERVER_COUNT
+        self.network_open = False
+        #: ``+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY`` happened; cleared by NETCLOSE.
+        self.network_lost = False
+        self.stats = Stats()
+        self._rng = random.Random(self.config.seed)
+        self._now = now
+        self._inbuf = bytearray()
+        self._line = bytearray()
+        self._line_overflow = False
+        self._line_last = now
+        self._swallow_lf = False
+        self._hold_expired = False
+        self._mode = _Mode.COMMAND
+        self._pending_line = ""
+        self._busy_until = 0.0
+        self._outgoing: _Outgoing | None = None
+        self._waiting_for: tuple[str, int] | None = None
+        self._resume = False
+        self._out = bytearray()
+        self._held: list[bytes] = []
+        self._actions: list[Action] = []
+
+    # --- the host side ------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes the host wrote on the serial line, at time ``now`` (seconds)."""
+        self._now = max(self._now, now)
+        self.stats.bytes_from_host += len(data)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("host → module %r", data)
+        self._inbuf += data
+        self._process()
+
+    def data_to_send(self) -> bytes:
+        """Everything the module has to say to the host, in order; clears it."""
+        data = bytes(self._out)
+        self._out.clear()
+        if data:
+            self.stats.bytes_to_host += len(data)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("module → host %r", data)
+        return data
+
+    def actions(self) -> list[Action]:
+        """The network requests made since the last call, oldest first; clears them."""
+        actions, self._actions = self._actions, []
+        return actions
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run next (same clock as ``now``), or ``None``."""
+        deadlines: list[float] = []
+        if self._resume:
+            deadlines.append(self._now)
+        if self._mode is _Mode.BUSY:
+            deadlines.append(self._busy_until)
+        if self._held and self._holding_for_line():
+            deadlines.append(self._line_last + URC_HOLD_S)
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Let time pass: run a command whose latency is over, release URCs held too long."""
+        self._now = max(self._now, now)
+        self._resume = False
+        if self._mode is _Mode.BUSY and self._now >= self._busy_until:
+            self._mode = _Mode.COMMAND
+            self._execute(self._pending_line)
+        if self._held and self._holding_for_line() and self._now >= self._line_last + URC_HOLD_S:
+            self._hold_expired = True
+            self._release()
+        self._process()
+
+    def inject_urc(self, text: str) -> None:
+        """Send the URC line ``text`` at the next unit boundary."""
+        self._urc(frame(text))
+
+    # --- the network side (feedback from the bridge) -------------------------------
+
+    def connected(self, link: int, local_port: int | None = None) -> None:
+        """The bridge connected (TCP) or bound (UDP) link ``link``."""
+        lk = self.links[link]
+        if lk.state is not LinkState.CONNECTING:
+            return  # the link was closed meanwhile
+        lk.state = LinkState.OPEN
+        if local_port is not None:
+            lk.local_port = local_port
+        self._report_open(link, 0)
+
+    def connect_failed(self, link: int, err: int) -> None:
+        """Opening link ``link`` failed with the 5.2 code ``err``."""
+        lk = self.links[link]
+        if lk.state is not LinkState.CONNECTING:
+            return
+        lk.reset()
+        self._report_open(link, err)
+
+    def received(self, link: int, data: bytes, address: tuple[str, int] | None = None) -> None:
+        """``data`` arrived on link ``link`` (``address``: a UDP datagram's source)."""
+        lk = self.links[link]
+        if not lk.is_open or not data:
+            return
+        buffered = self.settings.rx_mode == 1
+        if buffered and lk.kind == "UDP" and len(lk.rx) >= self.config.rx_buffer_bytes:
+            logger.info("link %d: receive buffer full, datagram dropped", link)
+            return  # UDP has no flow control: a full buffer drops datagrams
+        lk.bytes_received += len(data)
+        if self.settings.rx_mode == 1:
+            was_empty = not lk.rx
+            lk.rx += data
+            if was_empty:
+                self._urc(frame(f"+CIPRXGET: 1,{link}"))
+            if len(lk.rx) >= self.config.rx_buffer_bytes and not lk.reading_paused:
+                lk.reading_paused = True
+                self._actions.append(PauseReading(link))
+        else:
+            self.push(lk, data, address)
+
+    def peer_closed(self, link: int) -> None:
+        """The peer closed link ``link`` (or it broke): ``+IPCLOSE: <link>,1`` (4.2)."""
+        lk = self.links[link]
+        if lk.state is LinkState.FREE:
+            return
+        self._confirm_all(lk, -1)
+        lk.reset(keep_rx=True)
+        self._urc(frame(f"+IPCLOSE: {link},1"))
+
+    def sent(self, link: int, requested: int, confirmed: int) -> None:
+        """A CIPSEND's bytes left the module: ``+CIPSEND: <link>,<req>,<cnf>`` (3.4)."""
+        lk = self.links[link]
+        if not lk.unconfirmed:
+            return
+        lk.unconfirmed.popleft()
+        lk.bytes_acked += max(confirmed, 0)
+        self.late(f"+CIPSEND: {link},{requested},{confirmed}")
+
+    def listening(self, server: int, port: int) -> None:
+        """The bridge listens for server ``server`` on ``port``."""
+        if self._waiting_for == ("listen", server):
+            self.servers[server] = port
+            self._end_wait()
+            self.reply("OK")
+
+    def listen_failed(self, server: int, err: int) -> None:
+        """Listening for server ``server`` failed with the 5.2 code ``err``."""
+        if self._waiting_for == ("listen", server):
+            self._end_wait()
+            self.reply(f"+CIPERROR: {err}", "ERROR")
+
+    def free_link(self) -> int | None:
+        """The link an accepted client would take: free and with no unread data."""
+        for lk in self.links:
+            if lk.state is LinkState.FREE and not lk.rx:
+                return lk.number
+        return None
+
+    def accepted(self, server: int, host: str, port: int) -> int | None:
+        """Server ``server`` accepted a client from ``host:port``; the link it got, or ``None``."""
+        link = self.free_link()
+        if self.servers[server] is None or link is None:
+            return None
+        lk = self.links[link]
+        lk.reset()
+        lk.state, lk.kind, lk.server = LinkState.OPEN, "TCP", server
+        lk.remote_host, lk.remote_port, lk.local_port = host, port, self.servers[server] or 0
+        self._urc(frame(f"+CLIENT: {link},{server},{host}:{port}"))
+        return link
+
+    def drop_network(self) -> None:
+        """Fault injection: the PDP context drops (``+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY``)."""
+        if not self.network_open or self.network_lost:
+            return
+        self.close_everything(report=False)
+        self.network_lost = True
+        if self._waiting_for is not None:
+            kind, key = self._waiting_for
+            self._end_wait()
+            if kind == "open":
+                self.reply(f"+CIPOPEN: {key},{ERR_NETWORK}", "ERROR")
+            else:
+                self.reply(f"+CIPERROR: {ERR_NETWORK}", "ERROR")
+        self._urc(frame("+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY"))
+
+    # --- for the command handlers ------------------------------------------------------
+
+    def reply(self, *parts: str | bytes) -> None:
+        """A command's response: lines (``str``) and payload blocks (``bytes``), final last."""
+        for index, part in enumerate(parts):
+            if index:
+                self._out += self._noise()
+            self._out += frame(part) if isinstance(part, str) else part
+
+    def late(self, text: str) -> None:
+        """A late result (``+CIPOPEN: 0,0`` after ``OK``): a URC, noise before it."""
+        self._urc(self._noise() + frame(text))
+
+    def ip_error(self, code: int) -> None:
+        """``+IP ERROR: <err_info>`` ``ERROR``, as a number with CIPCCFG errMode 0 (5.1)."""
+        info = str(code) if self.settings.err_mode == 0 else IP_ERROR_STRINGS[code]
+        self.reply(f"+IP ERROR: {info}", "ERROR")
+
+    def request(self, action: Action) -> None:
+        """Ask the bridge to do something."""
+        self._actions.append(action)
+
+    def begin_payload(self, link: int, length: int | None, address: tuple[str, int] | None) -> None:
+        """Send the ``>`` prompt and read a CIPSEND payload (``length`` ``None``: Ctrl+Z ends)."""
+        self._out += self._noise() + _PROMPT
+        self._outgoing = _Outgoing(link, length, address, bytearray())
+        self._mode = _Mode.PAYLOAD
+
+    def wait_for(self, kind: str, key: int) -> None:
+        """Hold the final result until the bridge reports (``"open"`` / ``"listen"``)."""
+        self._waiting_for = (kind, key)
+        self._mode = _Mode.WAITING
+
+    def push(self, lk: Link, data: bytes, address: tuple[str, int] | None = None) -> None:
+        """Direct push of ``data`` (4.1): ``RECV FROM:``, ``+IPD<n>`` / ``+RECEIVE``, raw bytes."""
+        host, port = address if address is not None else (lk.remote_host, lk.remote_port)
+        settings = self.settings
+        for start in range(0, len(data), PUSH_MAX_BYTES):
+            chunk = data[start : start + PUSH_MAX_BYTES]
+            header: list[str] = []
+            if settings.cipsrip:
+                header.append(f"RECV FROM:{host}:{port}")
+            if settings.ciphead:
+                if settings.header_type == 1:
+                    header.append(f"+RECEIVE,{lk.number},{len(chunk)}")
+                else:
+                    header.append(f"+IPD{len(chunk)}")
+            head = "".join(f"{line}\r\n" for line in header)
+            prefix = b"\r\n" + head.encode("latin-1") if header else b""
+            self.stats.payload_to_host += len(chunk)
+            self._urc(prefix + chunk)
+
+    def flush_buffers_as_push(self) -> None:
+        """Buffer access was switched off: push what the links still hold."""
+        for lk in self.links:
+            if lk.rx:
+                self.push(lk, lk.take(len(lk.rx)))
+                self.after_read(lk)
+
+    def after_read(self, lk: Link) -> None:
+        """The host read from ``lk``'s buffer: resume its socket once half of the buffer is free."""
+        if lk.reading_paused and len(lk.rx) <= self.config.rx_buffer_bytes // 2:
+            lk.reading_paused = False
+            if lk.is_open:
+                self._actions.append(ResumeReading(lk.number))
+
+    def close_link(self, lk: Link) -> None:
+        """Close a link locally (CIPCLOSE, NETCLOSE): the bridge drops it, unread data is gone.
+
+        CIPSENDs whose ``+CIPSEND:`` is still due are reported as sent: closing
+        a socket flushes what was written to it.
+        """
+        self._actions.append(Close(lk.number))
+        while lk.unconfirmed:
+            length = lk.unconfirmed.popleft()
+            self.late(f"+CIPSEND: {lk.number},{length},{length}")
+        lk.reset()
+
+    def close_everything(self, *, report: bool) -> None:
+        """Close every link (``+CIPCLOSE: <n>,0`` each if ``report``) and every server."""
+        for lk in self.links:
+            if lk.state is not LinkState.FREE:
+                if not report:  # the network broke: what was not sent yet is lost
+                    self._confirm_all(lk, -1)
+                self.close_link(lk)
+                if report:
+                    self.late(f"+CIPCLOSE: {lk.number},0")
+            lk.reset()
+        for server, port in enumerate(self.servers):
+            if port is not None:
+                self._actions.append(StopListening(server))
+                self.servers[server] = None
+
+    def open_links(self) -> Iterator[Link]:
+        """The links that are not free."""
+        return (lk for lk in self.links if lk.state is not LinkState.FREE)
+
+    # --- internals ------------------------------------------------------------------
+
+    def _noise(self) -> bytes:
+        noise = self.config.urc_noise
+        return frame(self._rng.choice(noise)) if noise else b""
+
+    def _holding_for_line(self) -> bool:
+        return self._mode is _Mode.COMMAND and bool(self._line) and not self._hold_expired
+
+    def _urc(self, unit: bytes) -> None:
+        if self._mode is _Mode.PAYLOAD or self._holding_for_line():
+            self._held.append(unit)
+        else:
+            self._out += unit
+
+    def _release(self) -> None:
+        if self._held:
+            self._out += b"".join(self._held)
+            self._held.clear()
+
+    def _report_open(self, link: int, err: int) -> None:
+        if self._waiting_for == ("open", link):  # UDP: result, then OK / ERROR (3.3)
+            self._end_wait()
+            self.reply(f"+CIPOPEN: {link},{err}", "OK" if err == 0 else "ERROR")
+        else:
+            self.late(f"+CIPOPEN: {link},{err}")
+
+    def _end_wait(self) -> None:
+        self._waiting_for = None
+        self._mode = _Mode.COMMAND
+        self._resume = True  # input may have queued up meanwhile: get_timer() says "now"
+
+    def _confirm_all(self, lk: Link, confirmed: int) -> None:
+        while lk.unconfirmed:
+            self.late(f"+CIPSEND: {lk.number},{lk.unconfirmed.popleft()},{confirmed}")
+
+    def _process(self) -> None:
+        while self._inbuf:
+            if self._mode is _Mode.COMMAND:
+                self._take_command_bytes()
+            elif self._mode is _Mode.PAYLOAD:
+                self._take_payload_bytes()
+            else:
+                return
+
+    def _take_command_bytes(self) -> None:
+        buf = self._inbuf
+        echo = self.settings.echo or self.config.sticky_echo
+        if self._swallow_lf:
+            # A <CR><LF> terminator: the LF belongs to the line that just ended (1).
+            self._swallow_lf = False
+            if buf[0] == _LF:
+                del buf[0]
+                if echo:
+                    self._out += b"\n"
+                return
+        cr = buf.find(_CR)
+        end = len(buf) if cr < 0 else cr + 1
+        chunk = bytes(buf[:end])
+        del buf[:end]
+        if echo:
+            self._out += chunk
+        body = chunk[:-1] if cr >= 0 else chunk
+        if body:
+            self._line_last = self._now
+            if len(self._line) + len(body) > MAX_COMMAND_LINE_BYTES:
+                self._line_overflow = True
+            else:
+                self._line += body
+        if cr >= 0:
+            self._swallow_lf = True
+            self._end_of_line()
+
+    def _end_of_line(self) -> None:
+        raw, overflow = bytes(self._line), self._line_overflow
+        self._line.clear()
+        self._line_overflow = self._hold_expired = False
+        self._release()
+        if overflow:
+            self.reply("ERROR")
+            return
+        text = _apply_backspaces(raw).decode("latin-1").strip()
+        if not text:
+            return
+        if text[:2].upper() != "AT":
+            logger.debug("ignoring a line that is no command: %r", text)
+            return
+        if self.config.latency_s > 0:
+            self._mode = _Mode.BUSY
+            self._pending_line = text
+            self._busy_until = self._now + self.config.latency_s
+        else:
+            self._execute(text)
+
+    def _execute(self, text: str) -> None:
+        self.stats.commands += 1
+        logger.debug("command %r", text)
+        command = parse_command(text)
+        handler = _HANDLERS.get(command.name) if command is not None else None
+        if command is None or handler is None:
+            self.reply("ERROR")
+            return
+        try:
+            handler(self, command)
+        except (ParamError, ProtocolError) as exc:
+            logger.debug("%s: %s", text, exc)
+            self.reply("ERROR")
+
+    def _take_payload_bytes(self) -> None:
+        out = self._outgoing
+        assert out is not None
+        buf = self._inbuf
+        if out.length is not None:
+            need = out.length - len(out.data)
+            out.data += buf[:need]
+            del buf[:need]
+            if len(out.data) == out.length:
+                self._finish_payload()
+            return
+        index = 0
+        while index < len(buf):
+            if out.escaped:
+                out.escaped = False
+                if buf[index] in (_ETX, _CTRL_Z, _ESC):
+                    out.data.append(buf[index])
+                    index += 1
+                else:  # a lone ETX is data; the byte after it is read as usual
+                    out.data.append(_ETX)
+                continue
+            match = _PAYLOAD_SPECIAL.search(buf, index)
+            stop = len(buf) if match is None else match.start()
+            out.data += buf[index:stop]
+            if match is None:
+                index = stop
+                break
+            index = stop + 1
+            special = buf[stop]
+            if special == _ETX:
+                out.escaped = True
+            else:
+                del buf[:index]
+                if special == _CTRL_Z:
+                    self._finish_payload()
+                else:
+                    self._cancel_payload()
+                return
+        del buf[:index]
+        # Past the limit the payload is refused anyway: keep one byte too many, not all.
+        del out.data[CIPSEND_MAX_BYTES + 1 :]
+
+    def _finish_payload(self) -> None:
+        out = self._outgoing
+        assert out is not None
+        self._outgoing = None
+        self._mode = _Mode.COMMAND
+        data = bytes(out.data)
+        lk = self.links[out.link]
+        if not data or len(data) > CIPSEND_MAX_BYTES:
+            self.reply("ERROR")
+        elif not lk.is_open:
+            self.reply(f"+CIPERROR: {ERR_NOT_SUPPORTED}", "ERROR")
+        else:
+            lk.bytes_sent += len(data)
+            lk.unconfirmed.append(len(data))
+            self.stats.payload_from_host += len(data)
+            self._actions.append(Send(out.link, data, out.address, self.settings.cipsendmode == 1))
+            self.reply("OK")
+        self._release()
+
+    def _cancel_payload(self) -> None:
+        # ESC: nothing is sent; the module answers OK and no +CIPSEND follows.
+        self._outgoing = None
+        self._mode = _Mode.COMMAND
+        self.reply("OK")
+        self._release()
+
+
+def _apply_backspaces(raw: bytes) -> bytes:
+    """A person at a terminal corrects a command line with backspace; apply it."""
+    if _BACKSPACE not in raw:
+        return raw
+    kept = bytearray()
+    for byte in raw:
+        if byte == _BACKSPACE:
+            del kept[-1:]
+        else:
+            kept.append(byte)
+    return bytes(kept)

@@ -1,0 +1,112 @@
+"""The virtual module's options (fixed at start) and its AT-settable settings.
+
+:class:`ModuleConfig` is what a test or the command line chooses when it
+starts a :class:`~simsock.emulator.VirtualModem`. :class:`ModuleSettings` is
+what the host changes with AT commands; it starts from the reference's
+defaults (section numbers beside each field) and is reset by a reboot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+__all__ = [
+    "CIPCCFG_DEFAULTS",
+    "CIPSEND_MAX_BYTES",
+    "LINK_COUNT",
+    "PUSH_MAX_BYTES",
+    "SERVER_COUNT",
+    "TIMEOUT_DEFAULT_MS",
+    "ModuleConfig",
+    "ModuleSettings",
+]
+
+#: Link numbers 0-1 (section 3).
+LINK_COUNT: Final = 2
+#: Server indexes 0-1 (3.14).
+SERVER_COUNT: Final = 2
+#: Longest payload of one ``AT+CIPSEND`` (3.4).
+CIPSEND_MAX_BYTES: Final = 1500
+#: Most bytes one direct-push block carries (4.1).
+PUSH_MAX_BYTES: Final = 1500
+#: Default NETOPEN / CIPOPEN / CIPSEND timeout in ms (3.12).
+TIMEOUT_DEFAULT_MS: Final = 120_000
+#: ``AT+CIPCCFG`` defaults (3.13):
+#: NmRetry, DelayTm, Ack, errMode, HeaderType, AsyncMode, TimeoutVal.
+CIPCCFG_DEFAULTS: Final = (10, 0, 0, 1, 0, 0, 500)
+
+_DEFAULT_DNS: Final[Mapping[str, str]] = MappingProxyType({"localhost": "127.0.0.1"})
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleConfig:
+    """Options of one virtual SIM7028, fixed for its lifetime.
+
+    ``echo`` is the echo state after power-up (the real module: on);
+    ``sticky_echo`` keeps echo on whatever ``ATE0`` says; ``latency_s`` delays
+    every command's execution, as a real module's firmware does;
+    ``urc_noise`` are URC lines injected between every pair of response lines,
+    between a final result and its late result, and before the ``>`` prompt
+    (one line, chosen with ``seed``, at each such place); ``dns`` is the table
+    ``AT+CDNSGIP`` and ``AT+CIPOPEN`` resolve names with; ``rx_buffer_bytes``
+    is each link's receive buffer in the module (a full buffer stops reading
+    the host socket).
+    """
+
+    echo: bool = True
+    sticky_echo: bool = False
+    latency_s: float = 0.0
+    urc_noise: tuple[str, ...] = ()
+    seed: int | None = None
+    dns: Mapping[str, str] = field(default_factory=lambda: dict(_DEFAULT_DNS))
+    rx_buffer_bytes: int = 64 * 1024
+    ip_address: str = "10.64.0.2"
+    ipv6_address: str = "2001:db8:64::2"
+    manufacturer: str = "SIMCOM INCORPORATED"
+    model: str = "SIMCOM_SIM7028"
+    revision: str = "SIM7028_V1.04_EMU"
+    imei: str = "864000000000001"
+    rssi: int = 24
+    ber: int = 99
+
+
+@dataclass(slots=True)
+class ModuleSettings:
+    """Everything the host sets with AT commands, at its reference default."""
+
+    echo: bool = True
+    cereg_n: int = 0
+    apn: str = ""
+    #: 0 direct push, 1 buffer access (3.5).
+    rx_mode: int = 0
+    #: ``+IPD<len>`` header on pushed data (3.8).
+    ciphead: int = 1
+    #: ``RECV FROM:`` line on pushed data (3.9).
+    cipsrip: int = 1
+    #: 0 command mode, 1 transparent (3.10).
+    cipmode: int = 0
+    #: 1: ``+CIPSEND:`` only once the data left (3.11).
+    cipsendmode: int = 0
+    #: NETOPEN, CIPOPEN, CIPSEND timeouts in ms (3.12).
+    timeouts_ms: list[int] = field(default_factory=lambda: [TIMEOUT_DEFAULT_MS] * 3)
+    cipccfg: list[int] = field(default_factory=lambda: list(CIPCCFG_DEFAULTS))
+    #: PDP family of NETOPEN: 4 or 6 (3.18 ``AT+CSOCKETPN=1,1|6``).
+    pdp_family: int = 4
+    #: keepalive, keepidle (min), keepcount, keepinterval (min) (3.19).
+    tcp_keepalive: tuple[int, int, int, int] = (0, 120, 9, 1)
+    #: Primary and secondary DNS server per family (3.20).
+    dns_v4: tuple[str, str] = ("8.8.8.8", "8.8.4.4")
+    dns_v6: tuple[str, str] = ("2001:4860:4860::8888", "2001:4860:4860::8844")
+
+    @property
+    def err_mode(self) -> int:
+        """``AT+CIPCCFG`` errMode: 0 reports ``+IP ERROR:`` as a number, 1 as text."""
+        return self.cipccfg[3]
+
+    @property
+    def header_type(self) -> int:
+        """``AT+CIPCCFG`` HeaderType: 0 ``+IPD<len>``, 1 ``+RECEIVE,<link>,<len>``."""
+        return self.cipccfg[4]
