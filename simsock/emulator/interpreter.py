@@ -452,11 +452,13 @@ class Interpreter:
                 return
         cr = buf.find(_CR)
         end = len(buf) if cr < 0 else cr + 1
+        if 0 <= cr < len(buf) - 1 and buf[cr + 1] == _LF:
+            end += 1  # the LF of <CR><LF> is echoed with its line, before the response
         chunk = bytes(buf[:end])
         del buf[:end]
         if echo:
             self._out += chunk
-        body = chunk[:-1] if cr >= 0 else chunk
+        body = chunk[:cr] if cr >= 0 else chunk
         if body:
             self._line_last = self._now
             if len(self._line) + len(body) > MAX_COMMAND_LINE_BYTES:
@@ -464,7 +466,7 @@ class Interpreter:
             else:
                 self._line += body
         if cr >= 0:
-            self._swallow_lf = True
+            self._swallow_lf = not chunk.endswith(b"\n")
             self._end_of_line()
 
     def _end_of_line(self) -> None:

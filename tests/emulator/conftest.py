@@ -28,6 +28,8 @@ class AtHost:
         self.reader = reader
         self.writer = writer
         self.buffer = bytearray()
+        #: Everything received, for tests that look at the whole conversation.
+        self.transcript = bytearray()
 
     @classmethod
     async def open(cls, url: str, baudrate: int = 115200) -> AtHost:
@@ -44,13 +46,17 @@ class AtHost:
         self.writer.write(data)
         await self.writer.drain()
 
+    async def _read_more(self) -> None:
+        chunk = await self.reader.read(65536)
+        if not chunk:
+            raise EOFError("serial line closed")
+        self.buffer += chunk
+        self.transcript += chunk
+
     async def _fill(self, size: int, wait_s: float = STEP_TIMEOUT_S) -> None:
         async with asyncio.timeout(wait_s):
             while len(self.buffer) < size:
-                chunk = await self.reader.read(65536)
-                if not chunk:
-                    raise EOFError("serial line closed")
-                self.buffer += chunk
+                await self._read_more()
 
     async def read_exact(self, size: int, wait_s: float = STEP_TIMEOUT_S) -> bytes:
         try:
@@ -80,10 +86,7 @@ class AtHost:
         while True:
             async with asyncio.timeout(wait_s):
                 while b"\r\n" not in self.buffer:
-                    chunk = await self.reader.read(65536)
-                    if not chunk:
-                        raise EOFError("serial line closed")
-                    self.buffer += chunk
+                    await self._read_more()
             end = self.buffer.index(b"\r\n")
             text = self.buffer[:end].decode("latin-1")
             del self.buffer[: end + 2]
@@ -118,7 +121,7 @@ class AtHost:
     async def wait_prompt(self) -> None:
         async with asyncio.timeout(STEP_TIMEOUT_S):
             while b"\r\n> " not in self.buffer:
-                self.buffer += await self.reader.read(65536)
+                await self._read_more()
         del self.buffer[: self.buffer.index(b"\r\n> ") + 4]
 
     async def rxget(self, link: int, size: int = 1500) -> tuple[bytes, int] | None:
