@@ -55,7 +55,11 @@ class _LinkSocket:
 
     link: int
     task: asyncio.Task[None] | None = None
+    #: A TCP link's transport, once connected.
     transport: asyncio.BaseTransport | None = None
+    #: A UDP link's transport. Kept apart: CPython's selector datagram transport
+    #: does not derive from asyncio.DatagramTransport, so isinstance cannot tell.
+    datagram: asyncio.DatagramTransport | None = None
     paused_for: set[str] = field(default_factory=set)
     #: (length, wait_acked) of sends not yet confirmed to the interpreter.
     unconfirmed: deque[tuple[int, bool]] = field(default_factory=deque)
@@ -241,7 +245,7 @@ class Bridge:
             logger.info("link %d: UDP bind to port %d: %s", sock.link, action.local_port, exc)
             self._fail_open(sock, ERR_BIND)
             return
-        sock.transport = transport
+        sock.datagram = transport
         port = int(transport.get_extra_info("sockname")[1])
         self.tell(self.interpreter.connected, sock.link, port)
 
@@ -281,10 +285,10 @@ class Bridge:
             return  # closed meanwhile; the interpreter already reported the send as failed
         sock.unconfirmed.append((len(action.data), action.wait_acked))
         transport = sock.transport
-        if isinstance(transport, asyncio.DatagramTransport):
+        if sock.datagram is not None:
             assert action.address is not None
             if self.allowed(action.address[0]):
-                transport.sendto(action.data, action.address)
+                sock.datagram.sendto(action.data, action.address)
             else:  # like UDP on a real network: the datagram just never arrives
                 logger.warning("link %d: %s is not an allowed host", action.link, action.address[0])
         elif isinstance(transport, asyncio.WriteTransport):
@@ -297,7 +301,7 @@ class Bridge:
     def confirm(self, sock: _LinkSocket) -> None:
         """Report the sends whose bytes have left, in order (``+CIPSEND: ...``)."""
         transport = sock.transport
-        if sock.closed or transport is None:
+        if sock.closed or (transport is None and sock.datagram is None):
             return
         confirmed = False
         while sock.unconfirmed and not sock.write_paused:
@@ -322,8 +326,9 @@ class Bridge:
         sock.closed = True
         if sock.task is not None:
             sock.task.cancel()
-        if sock.transport is not None:
-            sock.transport.close()  # a graceful close: written data is flushed first
+        for transport in (sock.transport, sock.datagram):
+            if transport is not None:
+                transport.close()  # a graceful close: written data is flushed first
 
     def _set_paused(self, link: int, reason: str, *, paused: bool) -> None:
         sock = self._links.get(link)
