@@ -180,7 +180,9 @@ async def test_dns_through_the_module(modem: simsock.Modem, echo_server: tuple[s
 async def test_echo_left_on(echo_server: tuple[str, int]) -> None:
     async with VirtualModem(sticky_echo=True) as vm, simsock.open_modem(vm.url) as modem:
         received = await echo_through(modem, echo_server, nasty_payload(50_000, seed=4))
-        assert hashlib.sha256(received).digest() == hashlib.sha256(nasty_payload(50_000, 4)).digest()
+        assert (
+            hashlib.sha256(received).digest() == hashlib.sha256(nasty_payload(50_000, 4)).digest()
+        )
 
 
 async def test_urcs_between_response_lines(echo_server: tuple[str, int]) -> None:
