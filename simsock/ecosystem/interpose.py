@@ -1,0 +1,306 @@
+"""Unmodified asyncio libraries over the module: ``with use_modem(modem): ...``.
+
+Inside the block, the running loop's ``create_connection``,
+``create_server``, ``create_datagram_endpoint`` and ``getaddrinfo`` go through
+the module, and with them ``asyncio.open_connection`` and
+``asyncio.start_server`` (which call the loop's methods). Libraries built on
+those (redis-py's asyncio client, websockets, aiohttp's connector...) run
+unchanged::
+
+    async with simsock.open_modem(url) as modem:
+        with use_modem(modem):
+            client = redis.asyncio.Redis(host="example.net")
+            await client.ping()
+
+Which calls are redirected, and why this way:
+
+- Only the loop the block runs on is touched, and only for the block: the
+  four methods are set as attributes of that loop object and deleted on exit,
+  so other loops (other threads) and code after the block see the host's
+  network.
+- The virtual SIM7028 reaches real host sockets with these same loop methods,
+  often on the same loop. Redirecting those calls would send the emulator's
+  own connections back into the module, endlessly. So a call is left to the
+  host when the code that made it (the first caller outside asyncio's own
+  modules, found by walking up the frames) lives in ``simsock.emulator`` or
+  another module listed in ``exempt_modules``. The caller is looked up only
+  when a connection is set up, never per byte. A marker the emulator had to
+  set (a context variable) would have tied the emulator to this module;
+  deciding on the caller keeps the emulator unchanged and also catches
+  asyncio's internal calls (``create_connection`` resolving a name through
+  ``loop.getaddrinfo``), whose caller chain leads back to the emulator.
+- Application code can reach the host's network on purpose inside the block
+  with ``with host_network(): ...`` (a context variable, so it holds for that
+  task and the tasks it starts).
+- Calls given a ready socket (``sock=``) stay on the host: the socket is one.
+
+What cannot be redirected: code that makes its own sockets (``socket.socket``,
+``loop.sock_connect``, anyio's listeners, trio), and code that needs the
+socket behind a transport (``get_extra_info("socket")`` is ``None`` here; redis
+checks and skips, anyio's ``SocketStream`` does not, so ``anyio.connect_tcp``
+and httpx's default transport fail: use :mod:`simsock.ecosystem.anyio_streams`
+and :class:`~simsock.ecosystem.httpx_backend.ModemTransport`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import errno
+import logging
+import random
+import socket
+import ssl as ssl_module
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..sockets.modem import Modem
+
+__all__ = ["ModemInterposer", "host_network", "use_modem"]
+
+logger = logging.getLogger("simsock.ecosystem")
+
+#: Callers in these modules (and their submodules) keep the host's network.
+DEFAULT_EXEMPT_MODULES = ("simsock.emulator",)
+#: Write-buffer high-water mark set on TLS transports after the handshake.
+#: asyncio's TLS layer buffers up to 512 KiB by default: at 115200 baud that
+#: is 45 s of data before ``drain()`` would wait. 16 KiB is one TLS record.
+TLS_WRITE_HIGH_WATER_BYTES = 16 * 1024
+#: Listening on port 0: the module cannot pick a port, so we do, from the
+#: IANA dynamic range (RFC 6335), a few times before giving up.
+EPHEMERAL_PORTS = range(49152, 65536)
+EPHEMERAL_TRIES = 5
+#: The module accepts 1-3 pending clients per server (3.14).
+MODULE_BACKLOG_MAX = 3
+
+_host_network: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "simsock_host_network", default=False
+)
+_PATCHED = ("create_connection", "create_server", "create_datagram_endpoint", "getaddrinfo")
+
+
+@contextlib.contextmanager
+def host_network() -> Iterator[None]:
+    """Inside ``use_modem``: calls made in this block (and tasks it starts) use the host."""
+    token = _host_network.set(True)
+    try:
+        yield
+    finally:
+        _host_network.reset(token)
+
+
+def _caller_module(depth: int) -> str:
+    """The module of the first caller outside asyncio and this module."""
+    frame = sys._getframe(depth + 1)
+    while frame is not None:
+        name = str(frame.f_globals.get("__name__", ""))
+        if name not in (__name__, "asyncio") and not name.startswith("asyncio."):
+            return name
+        frame = frame.f_back  # type: ignore[assignment]
+    return ""
+
+
+class ModemInterposer:
+    """The loop methods ``use_modem`` installs; see the module docstring."""
+
+    def __init__(
+        self,
+        modem: Modem,
+        loop: asyncio.AbstractEventLoop,
+        exempt_modules: Iterable[str] = DEFAULT_EXEMPT_MODULES,
+    ) -> None:
+        self.modem = modem
+        self.loop = loop
+        self.exempt_modules = tuple(exempt_modules)
+        self.redirected: list[tuple[str, Any]] = []  # (method, destination): for diagnostics
+        self._original: dict[str, Callable[..., Any]] = {}
+
+    # -- installing ----------------------------------------------------------------
+
+    def install(self) -> None:
+        """Put the redirecting methods on the loop object."""
+        if any(name in vars(self.loop) for name in _PATCHED):
+            raise RuntimeError("the loop's networking is already redirected (nested use_modem?)")
+        for name in _PATCHED:
+            self._original[name] = getattr(self.loop, name)
+            setattr(self.loop, name, getattr(self, name))
+
+    def uninstall(self) -> None:
+        """Give the loop its own methods back."""
+        for name in _PATCHED:
+            vars(self.loop).pop(name, None)
+        self._original.clear()
+
+    def _to_host(self, depth: int = 2) -> bool:
+        if _host_network.get():
+            return True
+        caller = _caller_module(depth)
+        return any(caller == m or caller.startswith(m + ".") for m in self.exempt_modules)
+
+    # -- the loop's methods ----------------------------------------------------------
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        sock: socket.socket | None = None,
+        local_addr: tuple[str, int] | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        """``loop.create_connection`` over a module link (family, happy eyeballs etc. ignored)."""
+        if sock is not None or self._to_host():
+            return await self._original["create_connection"](  # type: ignore[no-any-return]
+                protocol_factory,
+                host,
+                port,
+                ssl=ssl,
+                sock=sock,
+                local_addr=local_addr,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                **kwargs,
+            )
+        if host is None or port is None:
+            raise ValueError("host and port was not specified and no sock specified")
+        self.redirected.append(("create_connection", (host, port)))
+        transport, protocol = await self.modem.create_connection(
+            protocol_factory,
+            host,
+            int(port),
+            ssl=ssl,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            local_port=local_addr[1] if local_addr and local_addr[1] else None,
+        )
+        if ssl:
+            transport.set_write_buffer_limits(high=TLS_WRITE_HIGH_WATER_BYTES)
+        return transport, protocol
+
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | Iterable[str] | None = None,
+        port: int | None = None,
+        *,
+        sock: socket.socket | None = None,
+        backlog: int = 100,
+        ssl: ssl_module.SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+        start_serving: bool = True,
+        **kwargs: Any,
+    ) -> asyncio.AbstractServer:
+        """``loop.create_server`` on the module: it listens on its own address, whatever ``host``.
+
+        ``backlog`` is capped at the module's 3. Port 0 or ``None`` picks a
+        free port from the dynamic range (the module cannot).
+        """
+        if sock is not None or self._to_host():
+            return await self._original["create_server"](  # type: ignore[no-any-return]
+                protocol_factory,
+                host,
+                port,
+                sock=sock,
+                backlog=backlog,
+                ssl=ssl,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                start_serving=start_serving,
+                **kwargs,
+            )
+        self.redirected.append(("create_server", port))
+        ports = [int(port)] if port else random.sample(EPHEMERAL_PORTS, EPHEMERAL_TRIES)
+        error: OSError | None = None
+        for number in ports:
+            try:
+                return await self.modem.create_server(
+                    protocol_factory,
+                    number,
+                    ssl=ssl,
+                    backlog=max(1, min(backlog, MODULE_BACKLOG_MAX)),
+                    ssl_handshake_timeout=ssl_handshake_timeout,
+                    start_serving=start_serving,
+                )
+            except OSError as exc:
+                if exc.errno == errno.EMFILE:
+                    raise
+                error = exc
+        assert error is not None
+        raise error
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], asyncio.DatagramProtocol],
+        local_addr: tuple[str, int] | None = None,
+        remote_addr: tuple[str, int] | None = None,
+        *,
+        sock: socket.socket | None = None,
+        **kwargs: Any,
+    ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+        """``loop.create_datagram_endpoint`` on a module UDP link (``rx_mode="push"``)."""
+        if sock is not None or self._to_host():
+            return await self._original["create_datagram_endpoint"](  # type: ignore[no-any-return]
+                protocol_factory, local_addr, remote_addr, sock=sock, **kwargs
+            )
+        self.redirected.append(("create_datagram_endpoint", remote_addr or local_addr))
+        return await self.modem.create_datagram_endpoint(
+            protocol_factory, local_addr=local_addr, remote_addr=remote_addr
+        )
+
+    async def getaddrinfo(
+        self,
+        host: bytes | str | None,
+        port: bytes | str | int | None,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]]:
+        """``loop.getaddrinfo`` answered by the module's DNS (``AT+CDNSGIP``)."""
+        if self._to_host():
+            return await self._original["getaddrinfo"](  # type: ignore[no-any-return]
+                host, port, family=family, type=type, proto=proto, flags=flags
+            )
+        if isinstance(host, bytes):
+            host = host.decode("idna")
+        if host is None:
+            # getaddrinfo(None, ...) means the wildcard (AI_PASSIVE) or loopback address.
+            host = "0.0.0.0" if flags & socket.AI_PASSIVE else "127.0.0.1"
+        if isinstance(port, bytes):
+            port = port.decode()
+        if isinstance(port, str) and not port.isdigit():
+            port = socket.getservbyname(port)  # /etc/services: a local table, no network
+        self.redirected.append(("getaddrinfo", host))
+        return await self.modem.getaddrinfo(
+            host, port, family=family, type=type, proto=proto, flags=flags
+        )
+
+
+@contextlib.contextmanager
+def use_modem(
+    modem: Modem,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    exempt_modules: Iterable[str] = DEFAULT_EXEMPT_MODULES,
+) -> Iterator[ModemInterposer]:
+    """Route the running loop's TCP/UDP/DNS calls through ``modem`` for the block.
+
+    See the module docstring for what is redirected and what stays on the
+    host (the virtual modem's own calls, ``host_network()`` blocks, ``sock=``).
+    Connections opened in the block outlive it; new ones after it use the host.
+    """
+    interposer = ModemInterposer(
+        modem, loop or asyncio.get_running_loop(), exempt_modules=exempt_modules
+    )
+    interposer.install()
+    try:
+        yield interposer
+    finally:
+        interposer.uninstall()
