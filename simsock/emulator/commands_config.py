@@ -48,13 +48,8 @@ _cipmode_switch = _switch("+CIPMODE", "cipmode", 0)
 
 
 def _cipmode(m: Interpreter, command: Command) -> None:
-    # Transparent mode is not emulated: refuse it honestly rather than pretend (3.10).
-    if command.kind is Kind.SET and only_field(command) == 1:
-        logger.warning("AT+CIPMODE=1: transparent mode is not emulated; answering ERROR")
-        m.reply("ERROR")
-        return
     if command.kind in (Kind.SET, Kind.EXEC) and m.network_open:
-        raise ParamError("CIPMODE is set before AT+NETOPEN")
+        raise ParamError("CIPMODE is set before AT+NETOPEN (3.10)")
     _cipmode_switch(m, command)
 
 

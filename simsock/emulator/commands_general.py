@@ -69,8 +69,11 @@ def _verbose(m: Interpreter, command: Command) -> None:
 
 
 def _online(m: Interpreter, command: Command) -> None:
-    # ATO returns to data mode of a transparent link; there is none (no CIPMODE=1 here).
-    m.reply("ERROR")
+    # ATO: back to data mode of the transparent link left with "+++" (section 2).
+    if command.args not in ("", "0") or m.data_link is None:
+        m.reply("ERROR")
+        return
+    m.enter_data_mode(m.data_link)
 
 
 def _cpin(m: Interpreter, command: Command) -> None:

@@ -164,37 +164,48 @@ def _cipopen(m: Interpreter, command: Command) -> None:
     if not m.network_open:
         m.reply(f"+CIPOPEN: {link},{ERR_NET_NOT_OPEN}", "ERROR")
         return
-    if lk.state is not LinkState.FREE:
+    transparent = m.settings.cipmode == 1
+    if lk.state is not LinkState.FREE or (transparent and link != 0):
+        # In use; or transparent mode, where only link 0 exists (3.3).
         m.reply(f"+CIPOPEN: {link},{ERR_NOT_SUPPORTED}", "ERROR")
         return
+    remote: tuple[str, int] | None = None
+    local_port: int | None = None
     try:
         kind = str_param(field_at(fields, 1)).upper()
+        if len(fields) > 5 or kind not in ("TCP", "UDP"):
+            raise ParamError(command.line)
         if kind == "TCP":
-            if len(fields) > 5:
-                raise ParamError(command.line)
             name = str_param(field_at(fields, 2))
             port = int_param(field_at(fields, 3), 1, 65535)
             local = field_at(fields, 4)
             local_port = None if local is None else int_param(local, 0, 65535)
-        elif kind == "UDP":
-            if field_at(fields, 2) is not None or field_at(fields, 3) is not None:
+        else:
+            if transparent:  # the remote address is given (3.3)
+                remote = (str_param(field_at(fields, 2)), int_param(field_at(fields, 3), 1, 65535))
+            elif field_at(fields, 2) is not None or field_at(fields, 3) is not None:
                 raise ParamError("a remote address is only for transparent mode")
             local_port = int_param(field_at(fields, 4), 0, 65535)
-            if len(fields) > 5:
-                raise ParamError(command.line)
-        else:
-            raise ParamError(command.line)
     except ParamError:
         m.reply(f"+CIPOPEN: {link},{ERR_PARAM}", "ERROR")
         return
     lk.reset()  # reopening discards what the previous connection left unread (4.2)
     lk.state, lk.kind = LinkState.CONNECTING, kind
+    if kind == "UDP" or transparent:
+        # Result first (UDP), or CONNECT / CONNECT FAIL (transparent): no OK yet.
+        m.wait_for("open", link)
+    else:
+        m.reply("OK")
     if kind == "UDP":
         lk.local_port = local_port or 0
+        if remote is not None:
+            address = resolve(m, remote[0])
+            if address is None:
+                m.connect_failed(link, ERR_DNS)
+                return
+            lk.remote_host, lk.remote_port = address, remote[1]
         m.request(OpenUdp(link, local_port or 0, m.settings.pdp_family))
-        m.wait_for("open", link)
         return
-    m.reply("OK")
     address = resolve(m, name)
     if address is None:
         m.connect_failed(link, ERR_DNS)
@@ -230,7 +241,7 @@ def _cipsend(m: Interpreter, command: Command) -> None:
     if not m.network_open:
         m.reply(f"+CIPERROR: {ERR_NET_NOT_OPEN}", "ERROR")
         return
-    if not lk.is_open:
+    if not lk.is_open or link == m.data_link:  # a transparent link is written in data mode
         m.reply(f"+CIPERROR: {ERR_NOT_SUPPORTED}", "ERROR")
         return
     destination: tuple[str, int] | None = None
@@ -321,7 +332,12 @@ def _cipclose(m: Interpreter, command: Command) -> None:
         return
     udp = lk.kind == "UDP"
     m.close_link(lk)
-    if udp:  # UDP: the result comes before OK (3.6)
+    if link == m.data_link:  # a transparent link: OK, CLOSED, +CIPCLOSE (3.6)
+        m.data_link = None
+        m.reply("OK")
+        m.late("CLOSED")
+        m.late(f"+CIPCLOSE: {link},0")
+    elif udp:  # UDP: the result comes before OK (3.6)
         m.reply(f"+CIPCLOSE: {link},0", "OK")
     else:
         m.reply("OK")

@@ -46,7 +46,8 @@ class VirtualModem:
     ``baudrate`` paces both directions (``None``: as fast as possible);
     ``latency_s`` delays every command; ``dns`` answers ``AT+CDNSGIP`` and
     names in ``AT+CIPOPEN``. See :class:`~.settings.ModuleConfig` for
-    ``echo``, ``sticky_echo``, ``urc_noise``, ``seed`` and ``rx_buffer_bytes``.
+    ``echo``, ``sticky_echo``, ``urc_noise``, ``seed``, ``rx_buffer_bytes``
+    and ``escape_guard_s``.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class VirtualModem:
         seed: int | None = None,
         *,
         rx_buffer_bytes: int = 64 * 1024,
+        escape_guard_s: float = 1.0,
         bind_host: str = "127.0.0.1",
         bind_host6: str = "::1",
     ) -> None:
@@ -76,6 +78,7 @@ class VirtualModem:
             urc_noise=tuple(urc_noise),
             seed=seed,
             rx_buffer_bytes=rx_buffer_bytes,
+            escape_guard_s=escape_guard_s,
         )
         if dns is not None:
             config = dataclasses.replace(config, dns=dict(dns))

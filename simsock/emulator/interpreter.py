@@ -11,7 +11,9 @@ I/O shell reports the network's answers back (``connected``, ``received``,
 Output is built in whole units (a response line, a URC, a payload block with
 its header), so a URC is only ever placed between units: never inside a line,
 never inside a payload (reference section 1). While the host is half-way
-through typing a command line, or sending a CIPSEND payload, URCs wait.
+through typing a command line, or sending a CIPSEND payload, URCs wait; in
+transparent data mode (section 2) they wait until the host is back in
+command mode.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import enum
 import logging
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -38,14 +39,15 @@ from .commands_general import GENERAL_HANDLERS
 from .commands_server import SERVER_HANDLERS
 from .commands_socket import SOCKET_HANDLERS
 from .links import Link, LinkState
+from .payload import PayloadReader, PayloadState
 from .settings import (
-    CIPSEND_MAX_BYTES,
     LINK_COUNT,
     PUSH_MAX_BYTES,
     SERVER_COUNT,
     ModuleConfig,
     ModuleSettings,
 )
+from .transparent import EscapeDetector
 
 __all__ = ["Interpreter", "Stats"]
 
@@ -60,11 +62,9 @@ URC_HOLD_S: Final = 1.0
 _CR: Final = 0x0D
 _LF: Final = 0x0A
 _BACKSPACE: Final = 0x08
-_ETX: Final = 0x03  # escapes the next byte of a variable-length payload (3.4)
-_CTRL_Z: Final = 0x1A  # ends a variable-length payload
-_ESC: Final = 0x1B  # cancels a CIPSEND
-_PAYLOAD_SPECIAL: Final = re.compile(rb"[\x03\x1a\x1b]")
 _PROMPT: Final = b"\r\n> "  # 1: "<CR><LF>>" and a space, no line end
+#: Entering transparent data mode; the rate is what the reference shows (3.3).
+CONNECT_RESULT: Final = "CONNECT 115200"
 
 _HANDLERS: Final[dict[str, Handler]] = {
     **GENERAL_HANDLERS,
@@ -93,17 +93,7 @@ class _Mode(enum.Enum):
     BUSY = "busy"  # a line waits for the module latency to pass
     PAYLOAD = "payload"  # after the '>' prompt, reading a CIPSEND payload
     WAITING = "waiting"  # a command waits for the bridge before its final result
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    """A CIPSEND payload being received."""
-
-    link: int
-    length: int | None  # None: variable length, ended by Ctrl+Z
-    address: tuple[str, int] | None
-    data: bytearray
-    escaped: bool = False
+    DATA = "data"  # transparent mode: host bytes are the link's payload (section 2)
 
 
 class Interpreter:
@@ -119,6 +109,8 @@ class Interpreter:
         self.network_open = False
         #: ``+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY`` happened; cleared by NETCLOSE.
         self.network_lost = False
+        #: The transparent link (CIPMODE=1), in data mode or escaped with ``+++``.
+        self.data_link: int | None = None
         self.stats = Stats()
         self._rng = random.Random(self.config.seed)
         self._now = now
@@ -131,7 +123,8 @@ class Interpreter:
         self._mode = _Mode.COMMAND
         self._pending_line = ""
         self._busy_until = 0.0
-        self._outgoing: _Outgoing | None = None
+        self._outgoing: PayloadReader | None = None
+        self._escape: EscapeDetector | None = None
         self._waiting_for: tuple[str, int] | None = None
         self._resume = False
         self._out = bytearray()
@@ -173,6 +166,9 @@ class Interpreter:
             deadlines.append(self._busy_until)
         if self._held and self._holding_for_line():
             deadlines.append(self._line_last + URC_HOLD_S)
+        escape = self._escape.deadline() if self._escape is not None else None
+        if escape is not None:
+            deadlines.append(escape)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -185,6 +181,13 @@ class Interpreter:
         if self._held and self._holding_for_line() and self._now >= self._line_last + URC_HOLD_S:
             self._hold_expired = True
             self._release()
+        if self._escape is not None:
+            data, escaped = self._escape.expire(self._now)
+            self._send_transparent(data)
+            if escaped:  # "+++": command mode, the link stays open (section 2)
+                self._leave_data_mode()
+                self.reply("OK")
+                self._release()
         self._process()
 
     def inject_urc(self, text: str) -> None:
@@ -216,15 +219,22 @@ class Interpreter:
         lk = self.links[link]
         if not lk.is_open or not data:
             return
-        buffered = self.settings.rx_mode == 1
+        transparent = link == self.data_link
+        if transparent and self._mode is _Mode.DATA:
+            lk.bytes_received += len(data)
+            self.stats.payload_to_host += len(data)
+            self._out += data  # a raw byte pipe: no header, no framing
+            return
+        # Escaped from data mode, the transparent link's data waits for ATO.
+        buffered = self.settings.rx_mode == 1 or transparent
         if buffered and lk.kind == "UDP" and len(lk.rx) >= self.config.rx_buffer_bytes:
             logger.info("link %d: receive buffer full, datagram dropped", link)
             return  # UDP has no flow control: a full buffer drops datagrams
         lk.bytes_received += len(data)
-        if self.settings.rx_mode == 1:
+        if buffered:
             was_empty = not lk.rx
             lk.rx += data
-            if was_empty:
+            if was_empty and not transparent:
                 self._urc(frame(f"+CIPRXGET: 1,{link}"))
             if len(lk.rx) >= self.config.rx_buffer_bytes and not lk.reading_paused:
                 lk.reading_paused = True
@@ -236,6 +246,10 @@ class Interpreter:
         """The peer closed link ``link`` (or it broke): ``+IPCLOSE: <link>,1`` (4.2)."""
         lk = self.links[link]
         if lk.state is LinkState.FREE:
+            return
+        if link == self.data_link:
+            lk.reset()
+            self._close_transparent()
             return
         self._confirm_all(lk, -1)
         lk.reset(keep_rx=True)
@@ -322,8 +336,20 @@ class Interpreter:
     def begin_payload(self, link: int, length: int | None, address: tuple[str, int] | None) -> None:
         """Send the ``>`` prompt and read a CIPSEND payload (``length`` ``None``: Ctrl+Z ends)."""
         self._out += self._noise() + _PROMPT
-        self._outgoing = _Outgoing(link, length, address, bytearray())
+        self._outgoing = PayloadReader(link, length, address)
         self._mode = _Mode.PAYLOAD
+
+    def enter_data_mode(self, link: int) -> None:
+        """``CONNECT 115200``: link ``link`` becomes a raw byte pipe until ``+++`` (section 2)."""
+        self.reply(CONNECT_RESULT)
+        self.data_link = link
+        self._mode = _Mode.DATA
+        self._escape = EscapeDetector(self._now, self.config.escape_guard_s)
+        lk = self.links[link]
+        if lk.rx:  # what arrived while the host was in command mode
+            self.stats.payload_to_host += len(lk.rx)
+            self._out += lk.take(len(lk.rx))
+            self.after_read(lk)
 
     def wait_for(self, kind: str, key: int) -> None:
         """Hold the final result until the bridge reports (``"open"`` / ``"listen"``)."""
@@ -378,7 +404,10 @@ class Interpreter:
     def close_everything(self, *, report: bool) -> None:
         """Close every link (``+CIPCLOSE: <n>,0`` each if ``report``) and every server."""
         for lk in self.links:
-            if lk.state is not LinkState.FREE:
+            if lk.number == self.data_link:
+                self.close_link(lk)
+                self._close_transparent()
+            elif lk.state is not LinkState.FREE:
                 if not report:  # the network broke: what was not sent yet is lost
                     self._confirm_all(lk, -1)
                 self.close_link(lk)
@@ -404,7 +433,7 @@ class Interpreter:
         return self._mode is _Mode.COMMAND and bool(self._line) and not self._hold_expired
 
     def _urc(self, unit: bytes) -> None:
-        if self._mode is _Mode.PAYLOAD or self._holding_for_line():
+        if self._mode in (_Mode.PAYLOAD, _Mode.DATA) or self._holding_for_line():
             self._held.append(unit)
         else:
             self._out += unit
@@ -415,11 +444,41 @@ class Interpreter:
             self._held.clear()
 
     def _report_open(self, link: int, err: int) -> None:
-        if self._waiting_for == ("open", link):  # UDP: result, then OK / ERROR (3.3)
-            self._end_wait()
-            self.reply(f"+CIPOPEN: {link},{err}", "OK" if err == 0 else "ERROR")
-        else:
+        if self._waiting_for != ("open", link):  # TCP in command mode: the late result
             self.late(f"+CIPOPEN: {link},{err}")
+            return
+        self._end_wait()
+        if self.settings.cipmode == 1:  # transparent: CONNECT or CONNECT FAIL (3.3)
+            if err == 0:
+                self.enter_data_mode(link)
+            else:
+                self.reply("CONNECT FAIL")
+        else:  # UDP: result, then OK / ERROR (3.3)
+            self.reply(f"+CIPOPEN: {link},{err}", "OK" if err == 0 else "ERROR")
+
+    def _leave_data_mode(self) -> None:
+        self._mode = _Mode.COMMAND
+        self._escape = None
+
+    def _close_transparent(self) -> None:
+        """The transparent link is gone: ``CLOSED``, and command mode (4.2)."""
+        self.data_link = None
+        if self._mode is _Mode.DATA:
+            self._leave_data_mode()
+            self._out += frame("CLOSED")  # before what data mode held back
+            self._release()
+        else:
+            self._urc(frame("CLOSED"))
+
+    def _send_transparent(self, data: bytes) -> None:
+        if not data or self.data_link is None:
+            return
+        lk = self.links[self.data_link]
+        address = (lk.remote_host, lk.remote_port) if lk.kind == "UDP" else None
+        lk.bytes_sent += len(data)
+        self.stats.payload_from_host += len(data)
+        # Not in lk.unconfirmed: a data-mode send reports nothing (no +CIPSEND:).
+        self._actions.append(Send(lk.number, data, address))
 
     def _end_wait(self) -> None:
         self._waiting_for = None
@@ -436,6 +495,11 @@ class Interpreter:
                 self._take_command_bytes()
             elif self._mode is _Mode.PAYLOAD:
                 self._take_payload_bytes()
+            elif self._mode is _Mode.DATA:
+                assert self._escape is not None
+                data = self._escape.feed(bytes(self._inbuf), self._now)
+                self._inbuf.clear()
+                self._send_transparent(data)
             else:
                 return
 
@@ -505,55 +569,21 @@ class Interpreter:
             self.reply("ERROR")
 
     def _take_payload_bytes(self) -> None:
-        out = self._outgoing
-        assert out is not None
-        buf = self._inbuf
-        if out.length is not None:
-            need = out.length - len(out.data)
-            out.data += buf[:need]
-            del buf[:need]
-            if len(out.data) == out.length:
-                self._finish_payload()
-            return
-        index = 0
-        while index < len(buf):
-            if out.escaped:
-                out.escaped = False
-                if buf[index] in (_ETX, _CTRL_Z, _ESC):
-                    out.data.append(buf[index])
-                    index += 1
-                else:  # a lone ETX is data; the byte after it is read as usual
-                    out.data.append(_ETX)
-                continue
-            match = _PAYLOAD_SPECIAL.search(buf, index)
-            stop = len(buf) if match is None else match.start()
-            out.data += buf[index:stop]
-            if match is None:
-                index = stop
-                break
-            index = stop + 1
-            special = buf[stop]
-            if special == _ETX:
-                out.escaped = True
-            else:
-                del buf[:index]
-                if special == _CTRL_Z:
-                    self._finish_payload()
-                else:
-                    self._cancel_payload()
-                return
-        del buf[:index]
-        # Past the limit the payload is refused anyway: keep one byte too many, not all.
-        del out.data[CIPSEND_MAX_BYTES + 1 :]
+        assert self._outgoing is not None
+        state = self._outgoing.feed(self._inbuf)
+        if state is PayloadState.DONE:
+            self._finish_payload()
+        elif state is PayloadState.CANCELLED:
+            self._cancel_payload()
 
     def _finish_payload(self) -> None:
         out = self._outgoing
         assert out is not None
         self._outgoing = None
         self._mode = _Mode.COMMAND
-        data = bytes(out.data)
+        data = out.data
         lk = self.links[out.link]
-        if not data or len(data) > CIPSEND_MAX_BYTES:
+        if not data or out.too_long:
             self.reply("ERROR")
         elif not lk.is_open:
             self.reply(f"+CIPERROR: {ERR_NOT_SUPPORTED}", "ERROR")

@@ -50,7 +50,8 @@ class ModuleConfig:
     every command's execution, as a real module's firmware does;
     ``urc_noise`` are URC lines injected between every pair of response lines,
     between a final result and its late result, and before the ``>`` prompt
-    (one line, chosen with ``seed``, at each such place); ``dns`` is the table
+    (one line, chosen with ``seed``, at each such place); ``escape_guard_s`` is
+    the silence around ``+++`` (tests shorten it); ``dns`` is the table
     ``AT+CDNSGIP`` and ``AT+CIPOPEN`` resolve names with; ``rx_buffer_bytes``
     is each link's receive buffer in the module (a full buffer stops reading
     the host socket).
@@ -63,6 +64,8 @@ class ModuleConfig:
     seed: int | None = None
     dns: Mapping[str, str] = field(default_factory=lambda: dict(_DEFAULT_DNS))
     rx_buffer_bytes: int = 64 * 1024
+    #: Silence around ``+++`` that leaves transparent data mode (s; section 2: 1 s).
+    escape_guard_s: float = 1.0
     ip_address: str = "10.64.0.2"
     ipv6_address: str = "2001:db8:64::2"
     manufacturer: str = "SIMCOM INCORPORATED"

@@ -135,7 +135,7 @@ async def test_unknown_and_malformed_commands(host: AtHost) -> None:
     assert await host.command("AT+CSQ;+CEREG?") == ["ERROR"]
     assert await host.command('AT+CIPOPEN=0,"TCP') == ["ERROR"]
     assert await host.command("ATO") == ["ERROR"]
-    assert await host.command("AT+CIPMODE=1") == ["ERROR"]  # transparent mode: not emulated
+    assert await host.command("AT+CIPMODE=2") == ["ERROR"]
     assert await host.command("AT+CIPMODE?") == ["+CIPMODE: 0", "OK"]
     assert await host.command("AT" + "X" * 2000) == ["ERROR"]  # over-long line
     assert await host.command("at+csq") == ["+CSQ: 24,99", "OK"]

@@ -17,6 +17,7 @@ from simsock.emulator import (
     Send,
 )
 from simsock.emulator.interpreter import URC_HOLD_S
+from simsock.emulator.transparent import ESCAPE_CHAR_GAP_S, EscapeDetector
 
 SCRIPT = (
     b"ATE0\rAT+CSQ\rAT+NETOPEN\r\nAT+CIPRXGET=1\r"
@@ -135,3 +136,18 @@ def test_network_loss_closes_everything() -> None:
     assert m.data_to_send() == b"\r\n+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY\r\n"
     m.receive_data(b"AT+NETOPEN?\rAT+NETCLOSE\r", 0.0)
     assert m.data_to_send() == b"\r\n+NETOPEN: 1\r\n\r\nOK\r\n\r\nOK\r\n\r\n+NETCLOSE: 0\r\n"
+
+
+def test_escape_needs_silence_around_three_pluses() -> None:
+    detector = EscapeDetector(now=0.0, guard_s=1.0)
+    assert detector.feed(b"+++", 0.5) == b"+++"  # too soon after entering data mode
+    assert detector.feed(b"+", 2.0) == b""  # held: it may start an escape
+    assert detector.feed(b"++", 2.1) == b""
+    assert detector.deadline() == 3.1
+    assert detector.expire(3.0) == (b"", False)
+    assert detector.expire(3.1) == (b"", True)
+    assert detector.feed(b"+", 5.0) == b""
+    assert detector.expire(5.0 + ESCAPE_CHAR_GAP_S) == (b"+", False)  # a lone '+' is data
+    assert detector.feed(b"+++", 7.0) == b""
+    assert detector.feed(b"x", 7.5) == b"+++x"  # data too soon after: no escape
+    assert detector.feed(b"++++", 9.0) == b"++++"  # four pluses are data
