@@ -352,7 +352,7 @@ class Engine:
         if event.link is not None:
             link = self.links.get(event.link)
         else:
-            active = [x for x in self.links.values() if x.active]
+            active = [x for x in self.links.values() if x.alive]
             matching = [
                 x for x in active if event.address is None or x.udp or x.peer == event.address
             ]
@@ -362,14 +362,14 @@ class Engine:
                     f"pushed data from {event.address} matches {len(matching)} links: dropped"
                     " (use CIPCCFG HeaderType 1 so the module names the link)"
                 )
-        if link is None or not link.active:
+        if link is None or not link.alive:
             logger.warning("pushed data for a link that is not open: dropped")
             return
         link.deliver(event.data, event.address)
 
     def _remote_closed(self, number: int, reason: int) -> None:
         link = self.links.get(number)
-        if link is None or not link.active:
+        if link is None or not link.alive:
             logger.debug("+IPCLOSE for link %d, not open", number)
             return
         if link.state is LinkState.CLOSING:
@@ -519,6 +519,15 @@ class Engine:
             self.release(link, None)
             return
         done.add_done_callback(lambda fut: self.release(link, None))
+
+    def link_opened(self, link: Link) -> None:
+        """The module reported the link open: from now on the scheduler serves it.
+
+        A ``+CIPRXGET: 1`` can arrive before the open completes on our side, so
+        the scheduler must look again now rather than wait for another URC.
+        """
+        link.state = LinkState.OPEN
+        self._wakeup.set()
 
     def request_close(self, link: Link, *, abort: bool = False) -> None:
         """The owner closed its transport: flush (unless ``abort``), then AT+CIPCLOSE."""

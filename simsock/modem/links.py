@@ -57,6 +57,7 @@ class Link:
     __slots__ = (
         "close_requested",
         "datagrams",
+        "early",
         "eof_delivered",
         "number",
         "owner",
@@ -81,6 +82,9 @@ class Link:
         self.server = server  # the module server that accepted this link, if any
         self.datagrams: deque[tuple[bytes, tuple[str, int]]] = deque()  # UDP sends
         self.owner: LinkOwner | None = None
+        # What arrived between the module's "+CIPOPEN: <link>,0" (or "+CLIENT")
+        # and the owner attaching: pushed data can come in the same chunk.
+        self.early: list[tuple[bytes, tuple[str, int] | None]] = []
         self.state = LinkState.OPENING
         self.reading = True  # the protocol has not paused reading
         self.readable = False  # the module said data waits (+CIPRXGET: 1 or rest_len > 0)
@@ -101,6 +105,20 @@ class Link:
     def active(self) -> bool:
         """Open or closing: the module still has this link."""
         return self.state in (LinkState.OPEN, LinkState.CLOSING)
+
+    @property
+    def alive(self) -> bool:
+        """Not closed: data and closes for it are kept (it may still be opening)."""
+        return self.state is not LinkState.CLOSED
+
+    def attach(self, owner: LinkOwner) -> None:
+        """Give the link its owner and hand it what arrived before it existed."""
+        self.owner = owner
+        early, self.early = self.early, []
+        for data, address in early:
+            self.deliver(data, address)
+        if self.eof_delivered:
+            owner.link_eof()
 
     def wants_read(self) -> bool:
         """Whether the scheduler should issue ``AT+CIPRXGET=2`` for this link now."""
@@ -142,6 +160,8 @@ class Link:
     def deliver(self, data: bytes, address: tuple[str, int] | None = None) -> None:
         """Hand received bytes (a datagram, for UDP) to the owner."""
         if self.owner is None:
+            if self.state is LinkState.OPENING:
+                self.early.append((data, address))
             return
         if self.udp:
             cast(DatagramOwner, self.owner).link_datagram(data, address or self.peer)

@@ -44,6 +44,7 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
         self._high_water = DEFAULT_HIGH_WATER_BYTES
         self._low_water = DEFAULT_HIGH_WATER_BYTES // 4
         protocol.connection_made(self)
+        self._attach()
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         """Queue one datagram for ``addr`` (an IP literal and port), or for ``remote_addr``.

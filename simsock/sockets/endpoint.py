@@ -43,7 +43,10 @@ class LinkEndpoint:
         self._closing = False
         self._lost = False
         self._lost_callbacks: list[Callable[[], None]] = []
-        link.owner = self  # type: ignore[assignment]
+
+    def _attach(self) -> None:
+        """Become the link's owner (after ``connection_made``): early data flows now."""
+        self._link.attach(self)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         state = "closed" if self._lost else "closing" if self._closing else "open"

@@ -24,7 +24,7 @@ from ..at.commands import check_host, check_port, ip_literal
 from ..at.errors import err_to_oserror, gai_error
 from ..at.events import ClientAccepted
 from ..modem.engine import Engine
-from ..modem.links import Link, LinkState
+from ..modem.links import Link
 from ..modem.startup import ModuleInfo, bring_up
 from .datagram import LinkDatagramTransport
 from .server import ModuleServer
@@ -248,8 +248,8 @@ class Modem:
             if engine.links.get(link.number) is link:
                 del engine.links[link.number]
             raise
-        link.state = LinkState.OPEN
         link.reading = not paused
+        engine.link_opened(link)
         sockname = (self._info.ip_address or "0.0.0.0", 0)
         protocol = protocol_factory()
         transport = LinkTransport(
@@ -264,7 +264,7 @@ class Modem:
         except BaseException:
             err = -1
         if err == 0:
-            link.state = LinkState.OPEN
+            self._engine.link_opened(link)
             self._engine.request_close(link)
         else:
             self._engine.release(link, None)
@@ -377,8 +377,8 @@ class Modem:
             logger.warning("+CLIENT on link %d, which is open: ignored", event.link)
             return
         link = Link(event.link, (event.host, event.port), server=event.server)
-        link.state = LinkState.OPEN
         engine.links[event.link] = link
+        engine.link_opened(link)
         if server is None:
             logger.warning("+CLIENT for server %d, which we did not start: closed", event.server)
             engine.request_close(link)
@@ -433,7 +433,7 @@ class Modem:
             if engine.links.get(link.number) is link:
                 del engine.links[link.number]
             raise
-        link.state = LinkState.OPEN
+        engine.link_opened(link)
         protocol = protocol_factory()
         extra: dict[str, Any] = {"sockname": (self._info.ip_address or "0.0.0.0", local_port)}
         if remote is not None:

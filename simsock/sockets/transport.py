@@ -44,12 +44,17 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
         self._protocol_paused = False
         self._high_water = DEFAULT_HIGH_WATER_BYTES
         self._low_water = DEFAULT_HIGH_WATER_BYTES // 4
+        # Data that arrives while reading is paused waits here (push mode cannot
+        # stop the module, and a buffered read may be in flight when paused).
+        self._held: list[bytes] = []
+        self._held_eof = False
         # Synchronously, so no data can reach the protocol before it knows its transport.
         try:
             self._protocol.connection_made(self)
         except Exception as exc:
             logger.exception("connection_made raised")
             self._force_close(exc)
+        self._attach()
 
     # -- reading -------------------------------------------------------------------
 
@@ -62,15 +67,30 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
         self._link.reading = False
 
     def resume_reading(self) -> None:
-        """Read again."""
+        """Read again (what arrived meanwhile is delivered first)."""
         if not self._link.reading:
             self._link.reading = True
             self._engine.wake()
+            if self._held or self._held_eof:
+                self._loop.call_soon(self._flush_held)
+
+    def _flush_held(self) -> None:
+        while self._held and self._link.reading and not self._lost:
+            self._deliver(self._held.pop(0))
+        if self._held_eof and not self._held and self._link.reading:
+            self._held_eof = False
+            self._deliver_eof()
 
     def link_data(self, data: bytes) -> None:
         """(engine) Payload for the protocol."""
         if self._lost:
             return
+        if not self._link.reading or self._held:
+            self._held.append(data)
+            return
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
         protocol = self._protocol
         try:
             if isinstance(protocol, asyncio.BufferedProtocol):
@@ -93,6 +113,12 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
         """(engine) The peer closed and all its data was delivered."""
         if self._lost:
             return
+        if not self._link.reading or self._held:
+            self._held_eof = True
+            return
+        self._deliver_eof()
+
+    def _deliver_eof(self) -> None:
         try:
             keep_open = self._protocol.eof_received()
         except Exception as exc:
