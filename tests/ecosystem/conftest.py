@@ -40,10 +40,10 @@ def body_for(size: int) -> bytes:
 
 
 def cipopens(modem: simsock.Modem) -> int:
-    """How many ``AT+CIPOPEN`` commands the library sent (needs ``trace_lines``)."""
+    """How many links the library opened (``AT+CIPOPEN=``; needs ``trace_lines``)."""
     trace = modem.engine.stats.trace
     assert trace is not None, "open the modem with trace_lines=..."
-    return sum(1 for way, line in trace if way == "->" and line.startswith("AT+CIPOPEN"))
+    return sum(1 for way, line in trace if way == "->" and line.startswith("AT+CIPOPEN="))
 
 
 @pytest.fixture
