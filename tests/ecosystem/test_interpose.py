@@ -108,7 +108,7 @@ async def test_host_network_block_and_restoration(
         assert "create_connection" in vars(loop)  # on this loop object only
         with host_network():
             _reader, writer = await asyncio.open_connection(*echo_server)
-        assert isinstance(writer.get_extra_info("socket"), socket.socket)  # a real host socket
+        assert writer.get_extra_info("socket") is not None  # a real host socket
         assert writer.get_extra_info("link") is None
         writer.close()
         await writer.wait_closed()
