@@ -27,6 +27,7 @@ from typing import Final
 
 from ..at.errors import IP_ERROR_STRINGS, ProtocolError
 from .actions import Action, Close, PauseReading, ResumeReading, Send, StopListening
+from .cmdline import CommandLine, CommandLineReader
 from .command import (
     ERR_NETWORK,
     ERR_NOT_SUPPORTED,
@@ -53,15 +54,10 @@ __all__ = ["Interpreter", "Stats"]
 
 logger = logging.getLogger("simsock.emulator")
 
-#: A command line longer than this is discarded and answered ``ERROR``.
-MAX_COMMAND_LINE_BYTES: Final = 1024
 #: How long a half-typed command line holds URCs back (s): long enough for a
 #: host that writes a line in a few pieces, short enough for a person typing.
 URC_HOLD_S: Final = 1.0
 
-_CR: Final = 0x0D
-_LF: Final = 0x0A
-_BACKSPACE: Final = 0x08
 _PROMPT: Final = b"\r\n> "  # 1: "<CR><LF>>" and a space, no line end
 #: Entering transparent data mode; the rate is what the reference shows (3.3).
 CONNECT_RESULT: Final = "CONNECT 115200"
@@ -115,10 +111,7 @@ class Interpreter:
         self._rng = random.Random(self.config.seed)
         self._now = now
         self._inbuf = bytearray()
-        self._line = bytearray()
-        self._line_overflow = False
-        self._line_last = now
-        self._swallow_lf = False
+        self._lines = CommandLineReader()
         self._hold_expired = False
         self._mode = _Mode.COMMAND
         self._pending_line = ""
@@ -164,8 +157,9 @@ class Interpreter:
             deadlines.append(self._now)
         if self._mode is _Mode.BUSY:
             deadlines.append(self._busy_until)
-        if self._held and self._holding_for_line():
-            deadlines.append(self._line_last + URC_HOLD_S)
+        hold = self._hold_deadline()
+        if hold is not None:
+            deadlines.append(hold)
         escape = self._escape.deadline() if self._escape is not None else None
         if escape is not None:
             deadlines.append(escape)
@@ -178,7 +172,8 @@ class Interpreter:
         if self._mode is _Mode.BUSY and self._now >= self._busy_until:
             self._mode = _Mode.COMMAND
             self._execute(self._pending_line)
-        if self._held and self._holding_for_line() and self._now >= self._line_last + URC_HOLD_S:
+        hold = self._hold_deadline()
+        if hold is not None and self._now >= hold:
             self._hold_expired = True
             self._release()
         if self._escape is not None:
@@ -430,7 +425,13 @@ class Interpreter:
         return frame(self._rng.choice(noise)) if noise else b""
 
     def _holding_for_line(self) -> bool:
-        return self._mode is _Mode.COMMAND and bool(self._line) and not self._hold_expired
+        return self._mode is _Mode.COMMAND and self._lines.partial and not self._hold_expired
+
+    def _hold_deadline(self) -> float | None:
+        """When URCs held behind a half-typed line go out anyway."""
+        if self._held and self._holding_for_line():
+            return self._lines.last_byte_at + URC_HOLD_S
+        return None
 
     def _urc(self, unit: bytes) -> None:
         if self._mode in (_Mode.PAYLOAD, _Mode.DATA) or self._holding_for_line():
@@ -504,44 +505,19 @@ class Interpreter:
                 return
 
     def _take_command_bytes(self) -> None:
-        buf = self._inbuf
-        echo = self.settings.echo or self.config.sticky_echo
-        if self._swallow_lf:
-            # A <CR><LF> terminator: the LF belongs to the line that just ended (1).
-            self._swallow_lf = False
-            if buf[0] == _LF:
-                del buf[0]
-                if echo:
-                    self._out += b"\n"
-                return
-        cr = buf.find(_CR)
-        end = len(buf) if cr < 0 else cr + 1
-        if 0 <= cr < len(buf) - 1 and buf[cr + 1] == _LF:
-            end += 1  # the LF of <CR><LF> is echoed with its line, before the response
-        chunk = bytes(buf[:end])
-        del buf[:end]
-        if echo:
-            self._out += chunk
-        body = chunk[:cr] if cr >= 0 else chunk
-        if body:
-            self._line_last = self._now
-            if len(self._line) + len(body) > MAX_COMMAND_LINE_BYTES:
-                self._line_overflow = True
-            else:
-                self._line += body
-        if cr >= 0:
-            self._swallow_lf = not chunk.endswith(b"\n")
-            self._end_of_line()
+        echoed, line = self._lines.feed(self._inbuf, self._now)
+        if self.settings.echo or self.config.sticky_echo:
+            self._out += echoed
+        if line is not None:
+            self._end_of_line(line)
 
-    def _end_of_line(self) -> None:
-        raw, overflow = bytes(self._line), self._line_overflow
-        self._line.clear()
-        self._line_overflow = self._hold_expired = False
+    def _end_of_line(self, line: CommandLine) -> None:
+        self._hold_expired = False
         self._release()
-        if overflow:
+        if line.too_long:
             self.reply("ERROR")
             return
-        text = _apply_backspaces(raw).decode("latin-1").strip()
+        text = line.text
         if not text:
             return
         if text[:2].upper() != "AT":
@@ -601,16 +577,3 @@ class Interpreter:
         self._mode = _Mode.COMMAND
         self.reply("OK")
         self._release()
-
-
-def _apply_backspaces(raw: bytes) -> bytes:
-    """A person at a terminal corrects a command line with backspace; apply it."""
-    if _BACKSPACE not in raw:
-        return raw
-    kept = bytearray()
-    for byte in raw:
-        if byte == _BACKSPACE:
-            del kept[-1:]
-        else:
-            kept.append(byte)
-    return bytes(kept)
