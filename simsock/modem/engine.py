@@ -105,6 +105,14 @@ class Engine:
         self.max_link = max_link
         #: Direct-push receive mode (AT+CIPRXGET=0): data arrives unasked, no reads.
         self.push_mode = False
+        #: Maximum response times that AT+CIPTIMEOUT sets (3.12), in seconds.
+        self._cip_timeouts = {
+            "+NETOPEN": at.CIPTIMEOUT_DEFAULT_S,
+            "+NETCLOSE": at.CIPTIMEOUT_DEFAULT_S,
+            "+CIPOPEN": at.CIPTIMEOUT_DEFAULT_S,
+            "+CIPSEND": at.CIPTIMEOUT_DEFAULT_S,
+            "+CIPCLOSE": at.CIPTIMEOUT_DEFAULT_S,
+        }
         self.stats = Stats(trace=deque(maxlen=trace_lines) if trace_lines else None)
         self._closed: BaseException | None = None
         self._read_task: asyncio.Task[None] | None = None
@@ -172,6 +180,22 @@ class Engine:
         self._wakeup.set()
         return await future
 
+    def set_timeouts(self, netopen_s: float, cipopen_s: float, cipsend_s: float) -> None:
+        """Follow the module's AT+CIPTIMEOUT (3.12) in every wait of those commands."""
+        self._cip_timeouts.update(
+            {
+                "+NETOPEN": netopen_s,
+                "+NETCLOSE": netopen_s,
+                "+CIPOPEN": cipopen_s,
+                "+CIPCLOSE": cipopen_s,
+                "+CIPSEND": cipsend_s,
+            }
+        )
+
+    def timeout_for(self, command: Command) -> float:
+        """How long ``command`` (and its late result) may take on this module."""
+        return self._cip_timeouts.get(command.name, command.timeout_s)
+
     def expect_late(self, name: str, key: int | None) -> asyncio.Future[list[int]]:
         """Register a waiter for a late result (before the command is queued)."""
         return self._late.expect(name, key)
@@ -212,12 +236,11 @@ class Engine:
                     self._write(payload)
                     self.stats.payload_sent += len(payload)
                     await self._writer.drain()
+            limit = self.timeout_for(command)
             try:
-                return await asyncio.wait_for(asyncio.shield(inflight.done), command.timeout_s)
+                return await asyncio.wait_for(asyncio.shield(inflight.done), limit)
             except TimeoutError:
-                raise TimeoutError(
-                    f"{command.line}: no final result within {command.timeout_s} s"
-                ) from None
+                raise TimeoutError(f"{command.line}: no final result within {limit} s") from None
         finally:
             self._inflight = None
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..at import commands as at
 from ..at.commands import Command
 from ..at.errors import err_to_oserror
+from .control import Capabilities, ModuleControl
 from .engine import Engine
 
 __all__ = ["ModuleInfo", "bring_up", "synchronise"]
@@ -31,6 +32,7 @@ class ModuleInfo:
     """What bring-up learned."""
 
     ip_address: str | None
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
 
 async def synchronise(engine: Engine, attempts: int = SYNC_ATTEMPTS) -> None:
@@ -102,14 +104,42 @@ async def configure_push(engine: Engine) -> None:
     engine.push_mode = True
 
 
+async def select_family(engine: Engine, ip_family: int) -> None:
+    """``AT+CSOCKETPN=1,<family>`` (3.18); the module refuses it while the network is open."""
+    wanted = 6 if ip_family == 6 else 1
+    current = await engine.execute(at.query("+CSOCKETPN"))
+    values = current.info("+CSOCKETPN")
+    if current.ok and values and len(values[0]) > 1 and values[0][1] == wanted:
+        return
+    response = await engine.execute(at.csocketpn(ip_family))
+    if response.ok:
+        return
+    # Open with the other family: close the network, switch, and open again below.
+    closed = engine.expect_late("+NETCLOSE", None)
+    if (await engine.execute(at.netclose())).ok:
+        await asyncio.wait_for(closed, at.CIPTIMEOUT_DEFAULT_S)
+    else:
+        engine.discard_late("+NETCLOSE", None, closed)
+    (await engine.execute(at.csocketpn(ip_family))).raise_for_error()
+
+
+class _Control(ModuleControl):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+
 async def bring_up(
-    engine: Engine, *, rx_mode: str = "buffer", apn: str | None = None
+    engine: Engine, *, rx_mode: str = "buffer", apn: str | None = None, ip_family: int = 4
 ) -> ModuleInfo:
     """The whole start-up sequence; returns what it learned."""
     await synchronise(engine)
     (await engine.execute(at.echo(False))).raise_for_error()
+    capabilities = await _Control(engine).capabilities()
+    engine.max_link = capabilities.links[1]
     if apn is not None:
         (await engine.execute(at.cgdcont(apn))).raise_for_error()
+    if ip_family == 6:
+        await select_family(engine, 6)
     await open_network(engine)
     if rx_mode == "buffer":
         (await engine.execute(at.ciprxget_mode(1))).raise_for_error()
@@ -124,4 +154,4 @@ async def bring_up(
         values = address.info("+IPADDR")
         if values and values[0]:
             ip = str(values[0][0])
-    return ModuleInfo(ip_address=ip)
+    return ModuleInfo(ip_address=ip, capabilities=capabilities)

@@ -9,6 +9,7 @@ are the real ``asyncio.StreamReader`` / ``StreamWriter`` over a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import socket
@@ -23,6 +24,7 @@ from ..at import commands as at
 from ..at.commands import check_host, check_port, ip_literal
 from ..at.errors import err_to_oserror, gai_error
 from ..at.events import ClientAccepted
+from ..modem.control import ModuleControl
 from ..modem.engine import Engine
 from ..modem.links import Link
 from ..modem.startup import ModuleInfo, bring_up
@@ -42,12 +44,18 @@ DEFAULT_LIMIT = 2**16
 RX_MODES = ("buffer", "push")
 
 
-class Modem:
-    """A started module; use :func:`open_modem` to get one."""
+class Modem(ModuleControl):
+    """A started module; use :func:`open_modem` to get one.
+
+    Besides the networking calls it has typed methods for every configuration
+    and state command of the reference (:class:`~simsock.modem.control.ModuleControl`).
+    """
 
     def __init__(self, engine: Engine, info: ModuleInfo, *, url: str, rx_mode: str) -> None:
         self._engine = engine
         self._info = info
+        #: What the module said it supports at start-up (its ``=?`` answers).
+        self.capabilities_found = info.capabilities
         self.url = url
         self.rx_mode = rx_mode
         self._background: set[asyncio.Future[None]] = set()
@@ -100,7 +108,7 @@ class Modem:
         values = response.info("+IPADDR")
         if not values or not values[0]:
             raise OSError(errno.EADDRNOTAVAIL, "AT+IPADDR gave no address")
-        self._info = ModuleInfo(ip_address=str(values[0][0]))
+        self._info = dataclasses.replace(self._info, ip_address=str(values[0][0]))
         return str(values[0][0])
 
     # -- DNS -----------------------------------------------------------------------
@@ -158,12 +166,13 @@ class Modem:
 
     def _allocate_link(self, peer: tuple[str, int]) -> Link:
         engine = self._engine
-        for number in range(engine.max_link + 1):
+        first, last = self._info.capabilities.links
+        for number in range(first, last + 1):
             if number not in engine.links:
                 link = Link(number, peer)
                 engine.links[number] = link
                 return link
-        raise OSError(errno.EMFILE, f"all {engine.max_link + 1} links of the module are in use")
+        raise OSError(errno.EMFILE, f"all {last - first + 1} links of the module are in use")
 
     async def create_connection(
         self,
@@ -235,7 +244,7 @@ class Modem:
                 if result.done() and not result.cancelled():
                     raise err_to_oserror(result.result()[1], context="CIPOPEN")
                 raise response.error("CIPOPEN")
-            _, err = await asyncio.wait_for(asyncio.shield(result), command.timeout_s)
+            _, err = await asyncio.wait_for(asyncio.shield(result), engine.timeout_for(command))
             if err != 0:
                 raise err_to_oserror(err, context="CIPOPEN")
         except asyncio.CancelledError:
@@ -320,9 +329,10 @@ class Modem:
             raise ValueError(f"backlog {backlog} outside 1..3 (3.14)")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError("ssl must be an SSLContext for a server")
-        free = [i for i in range(at.MAX_SERVER + 1) if i not in self._servers]
+        first, last = self._info.capabilities.servers
+        free = [i for i in range(first, last + 1) if i not in self._servers]
         if not free:
-            raise OSError(errno.EMFILE, f"all {at.MAX_SERVER + 1} module servers are in use")
+            raise OSError(errno.EMFILE, f"all {last - first + 1} module servers are in use")
         server = ModuleServer(
             self,
             free[0],
@@ -483,6 +493,7 @@ def open_modem(
     baudrate: int = 115200,
     rx_mode: str = "buffer",
     apn: str | None = None,
+    ip_family: int = 4,
     trace_lines: int = 0,
     **serial_options: Any,
 ) -> _Opener:
@@ -492,11 +503,20 @@ def open_modem(
     ``modem = await open_modem(url)`` then ``await modem.close()``. The module
     is synchronised (``AT``), echo is turned off, the network opened if
     needed and buffer-access receive mode selected (``rx_mode="buffer"``).
+    ``ip_family=6`` selects an IPv6 PDP context (``AT+CSOCKETPN=1,6``, 3.18)
+    before the network opens; ``apn`` sets ``AT+CGDCONT`` first.
     """
+    if ip_family not in (4, 6):
+        raise ValueError(f"ip_family must be 4 or 6, not {ip_family!r}")
     if rx_mode not in RX_MODES:
         raise ValueError(f"rx_mode must be one of {RX_MODES}, not {rx_mode!r}")
     kwargs = dict(
-        baudrate=baudrate, rx_mode=rx_mode, apn=apn, trace_lines=trace_lines, **serial_options
+        baudrate=baudrate,
+        rx_mode=rx_mode,
+        apn=apn,
+        ip_family=ip_family,
+        trace_lines=trace_lines,
+        **serial_options,
     )
     return _Opener(url, kwargs)
 
@@ -507,6 +527,7 @@ async def _start(
     baudrate: int,
     rx_mode: str,
     apn: str | None,
+    ip_family: int,
     trace_lines: int,
     **serial_options: Any,
 ) -> Modem:
@@ -516,7 +537,7 @@ async def _start(
     engine = Engine(reader, writer, trace_lines=trace_lines)
     engine.start()
     try:
-        info = await bring_up(engine, rx_mode=rx_mode, apn=apn)
+        info = await bring_up(engine, rx_mode=rx_mode, apn=apn, ip_family=ip_family)
     except BaseException:
         await engine.close()
         raise

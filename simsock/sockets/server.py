@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..at import commands as at
 from ..at.events import ClientAccepted
 from ..modem.links import Link
-from .transport import LinkTransport
+from .transport import LinkTransport, start_tls_for
 
 if TYPE_CHECKING:
     from .modem import Modem
@@ -228,7 +228,8 @@ class ModuleServer(asyncio.AbstractServer):
         assert self._ssl is not None
         protocol = self._factory()
         try:
-            await self._loop.start_tls(
+            # start_tls_for, not loop.start_tls: the new protocol needs connection_made.
+            await start_tls_for(
                 transport,
                 protocol,
                 self._ssl,

@@ -19,7 +19,7 @@ from ..modem.engine import Engine
 from ..modem.links import Link
 from .endpoint import LinkEndpoint
 
-__all__ = ["LinkTransport"]
+__all__ = ["TLS_WRITE_HIGH_WATER_BYTES", "LinkTransport", "deliver", "start_tls_for"]
 
 logger = logging.getLogger("simsock.sockets")
 
@@ -91,20 +91,8 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
         self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
-        protocol = self._protocol
         try:
-            if isinstance(protocol, asyncio.BufferedProtocol):
-                view = memoryview(data)
-                while view:
-                    buf = memoryview(protocol.get_buffer(len(view)))
-                    if not buf:
-                        raise RuntimeError("get_buffer() returned an empty buffer")
-                    count = min(len(buf), len(view))
-                    buf[:count] = view[:count]
-                    protocol.buffer_updated(count)
-                    view = view[count:]
-            else:
-                protocol.data_received(data)
+            deliver(self._protocol, data)
         except Exception as exc:
             logger.exception("data_received raised")
             self._force_close(exc)
@@ -195,3 +183,98 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
                 self._protocol.resume_writing()
             except Exception:
                 logger.exception("resume_writing raised")
+
+
+#: Write-buffer high-water mark put on a TLS transport after the handshake.
+#: asyncio's TLS layer buffers up to 512 KiB of application data by default
+#: (FLOW_CONTROL_HIGH_WATER_SSL_WRITE): 45 s at 115200 baud before drain()
+#: would wait. 16 KiB is one TLS record.
+TLS_WRITE_HIGH_WATER_BYTES = 16 * 1024
+
+
+class _HeldProtocol(asyncio.Protocol):
+    """Stands in for a fresh protocol during ``loop.start_tls``; keeps what arrives early.
+
+    ``loop.start_tls`` never calls ``connection_made`` (it upgrades a
+    connection whose protocol already has it), and it hands the application
+    data that came in the same read as the end of the handshake to the
+    protocol before it returns. A new protocol must see ``connection_made``
+    first, so this one holds that data (and an EOF or loss) until then.
+    """
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(bytes(data))
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # decided once the real protocol has it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+
+def deliver(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Hand ``data`` to ``protocol`` as a transport would (``BufferedProtocol`` too)."""
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        view = memoryview(data)
+        while view:
+            buf = memoryview(protocol.get_buffer(len(view)))
+            if not buf:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            count = min(len(buf), len(view))
+            buf[:count] = view[:count]
+            protocol.buffer_updated(count)
+            view = view[count:]
+    else:
+        protocol.data_received(data)  # type: ignore[attr-defined]
+
+
+async def start_tls_for(
+    transport: asyncio.Transport,
+    protocol: asyncio.BaseProtocol,
+    sslcontext: Any,
+    *,
+    server_side: bool,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+) -> asyncio.Transport:
+    """TLS over ``transport`` for a protocol that has not been connected yet.
+
+    What ``loop.create_connection(ssl=...)`` / ``create_server(ssl=...)`` do for
+    sockets: the handshake runs through ``loop.start_tls``, then
+    ``protocol.connection_made(tls_transport)``, then any data that arrived with
+    the handshake. The TLS write buffer is lowered to
+    :data:`TLS_WRITE_HIGH_WATER_BYTES` so ``drain()`` follows the link.
+    """
+    loop = asyncio.get_running_loop()
+    held = _HeldProtocol()
+    tls = await loop.start_tls(
+        transport,
+        held,
+        sslcontext,
+        server_side=server_side,
+        server_hostname=server_hostname,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+    )
+    assert tls is not None
+    tls.set_write_buffer_limits(high=TLS_WRITE_HIGH_WATER_BYTES)
+    tls.set_protocol(protocol)
+    protocol.connection_made(tls)
+    try:
+        for data in held.data:
+            deliver(protocol, data)
+        if held.eof and not protocol.eof_received():  # type: ignore[attr-defined]
+            tls.close()
+    except Exception as exc:
+        logger.exception("the protocol failed on data that came with the handshake")
+        tls.abort()
+        if held.lost is None:
+            held.lost = (exc,)
+    if held.lost is not None:
+        protocol.connection_lost(held.lost[0])
+    return tls

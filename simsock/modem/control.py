@@ -1,0 +1,258 @@
+"""Typed access to the module's configuration and state commands (reference 3.1-3.20).
+
+Every command of the reference that is not a data path has a method here, so
+nobody needs ``modem.command()`` for ordinary work; :class:`~simsock.Modem`
+inherits them. The module's answers come back as small frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from dataclasses import dataclass
+
+from ..at import commands as at
+from ..at.commands import Command
+from ..at.errors import ProtocolError
+from ..at.fields import Field
+from .engine import Engine
+from .exchange import Response
+
+__all__ = [
+    "Capabilities",
+    "LinkCounters",
+    "LinkInfo",
+    "ModuleControl",
+    "SocketConfig",
+    "Timeouts",
+    "parse_ranges",
+]
+
+_RANGE = re.compile(r"\((-?\d+)-(-?\d+)\)|\((-?\d+)\)")
+
+
+def parse_ranges(text: str) -> list[tuple[int, int]]:
+    """The ``(a-b)`` and ``(a)`` ranges of a test-command answer, in order.
+
+    ``'+CIPSEND: (0-1),(1-1500)'`` → ``[(0, 1), (1, 1500)]``; quoted lists
+    such as ``("TCP","UDP")`` are skipped.
+    """
+    out = []
+    for match in _RANGE.finditer(text):
+        if match.group(1) is not None:
+            out.append((int(match.group(1)), int(match.group(2))))
+        else:
+            out.append((int(match.group(3)), int(match.group(3))))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the module says it supports (its ``=?`` answers), capped at the reference's values."""
+
+    links: tuple[int, int] = (0, at.MAX_LINK)
+    servers: tuple[int, int] = (0, at.MAX_SERVER)
+    max_send: int = at.MAX_SEND_BYTES
+    protocols: tuple[str, ...] = ("TCP", "UDP")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """``AT+CIPTIMEOUT`` in seconds (3.12)."""
+
+    netopen_s: float
+    cipopen_s: float
+    cipsend_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SocketConfig:
+    """``AT+CIPCCFG?`` (3.13)."""
+
+    nm_retry: int
+    delay_ms: int
+    ack: int
+    err_mode: int
+    header_type: int
+    async_mode: int
+    timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInfo:
+    """One line of ``AT+CIPOPEN?`` (3.3): a free link has ``kind`` ``None``."""
+
+    link: int
+    kind: str | None = None
+    host: str | None = None
+    port: int | None = None
+    server: int | None = None  # the accepting server's index, None for a client
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCounters:
+    """``AT+CIPACK=<link>`` (3.16): bytes sent, acknowledged by the peer, and received."""
+
+    sent: int
+    acked: int
+    received: int
+
+
+def _ints(fields: list[Field], count: int, what: str) -> list[int]:
+    if len(fields) < count or not all(type(f) is int for f in fields[:count]):
+        raise ProtocolError(f"malformed {what} answer: {fields!r}")
+    return [f for f in fields[:count] if isinstance(f, int)]
+
+
+class ModuleControl:
+    """Typed command methods over an engine; see the module docstring."""
+
+    _engine: Engine
+
+    async def _run(self, command: Command) -> Response:
+        response = await self._engine.execute(command)
+        response.raise_for_error()
+        return response
+
+    async def _one(self, command: Command, name: str) -> list[Field]:
+        values = (await self._run(command)).info(name)
+        if not values:
+            raise ProtocolError(f"{command.line}: no {name} line in the answer")
+        return values[0]
+
+    async def capabilities(self) -> Capabilities:
+        """Ask the module's test commands (3.3, 3.4, 3.14) what it supports."""
+        defaults = Capabilities()
+        found: dict[str, list[tuple[int, int]]] = {}
+        protocols = defaults.protocols
+        for name in ("+CIPOPEN", "+CIPSEND", "+SERVERSTART"):
+            response = await self._engine.execute(at.test(name))
+            if response.ok:
+                text = " ".join(line for line in response.lines if line.startswith(name))
+                found[name] = parse_ranges(text)
+                if name == "+CIPOPEN":
+                    protocols = tuple(re.findall(r'"([A-Z]+)"', text)) or protocols
+        links = found.get("+CIPOPEN", [])[:1] or [defaults.links]
+        send = found.get("+CIPSEND", [])[1:2] or [(1, defaults.max_send)]
+        servers = found.get("+SERVERSTART", [])[1:2] or [defaults.servers]
+        return Capabilities(
+            links=(links[0][0], min(links[0][1], at.MAX_LINK)),
+            servers=(servers[0][0], min(servers[0][1], at.MAX_SERVER)),
+            max_send=min(send[0][1], at.MAX_SEND_BYTES),
+            protocols=protocols,
+        )
+
+    async def network_open(self) -> bool:
+        """``AT+NETOPEN?`` (3.1): whether the socket service is up."""
+        return _ints(await self._one(at.query("+NETOPEN"), "+NETOPEN"), 1, "NETOPEN?")[0] == 1
+
+    async def link_table(self) -> list[LinkInfo]:
+        """``AT+CIPOPEN?`` (3.3): every link, free or open."""
+        out = []
+        for fields in (await self._run(at.query("+CIPOPEN"))).info("+CIPOPEN"):
+            if not fields or type(fields[0]) is not int:
+                raise ProtocolError(f"malformed +CIPOPEN? line: {fields!r}")
+            if len(fields) < 5:
+                out.append(LinkInfo(fields[0]))
+                continue
+            index = fields[4] if type(fields[4]) is int else -1
+            out.append(
+                LinkInfo(
+                    fields[0],
+                    str(fields[1]),
+                    str(fields[2]),
+                    fields[3] if type(fields[3]) is int else None,
+                    None if index < 0 else index,
+                )
+            )
+        return out
+
+    async def timeouts(self) -> Timeouts:
+        """``AT+CIPTIMEOUT?`` (3.12)."""
+        values = _ints(await self._one(at.query("+CIPTIMEOUT"), "+CIPTIMEOUT"), 3, "CIPTIMEOUT?")
+        return Timeouts(*(v / 1000 for v in values))
+
+    async def set_timeouts(
+        self,
+        netopen_s: float | None = None,
+        cipopen_s: float | None = None,
+        cipsend_s: float | None = None,
+    ) -> None:
+        """``AT+CIPTIMEOUT`` (3.12), each 3-120 s; the library's own waits follow them."""
+
+        def ms(value: float | None) -> int | None:
+            return None if value is None else round(value * 1000)
+
+        await self._run(at.ciptimeout(ms(netopen_s), ms(cipopen_s), ms(cipsend_s)))
+        current = await self.timeouts()
+        self._engine.set_timeouts(current.netopen_s, current.cipopen_s, current.cipsend_s)
+
+    async def socket_config(self) -> SocketConfig:
+        """``AT+CIPCCFG?`` (3.13)."""
+        values = _ints(await self._one(at.query("+CIPCCFG"), "+CIPCCFG"), 7, "CIPCCFG?")
+        return SocketConfig(*values)
+
+    async def set_socket_config(self, **changes: int) -> SocketConfig:
+        """``AT+CIPCCFG=...`` (3.13): change the named fields of :class:`SocketConfig`.
+
+        ``header_type`` and ``err_mode`` are simsock's to choose (its parser
+        depends on them): changing them raises ``ValueError``.
+        """
+        for owned in ("header_type", "err_mode"):
+            if owned in changes:
+                raise ValueError(f"{owned} is managed by simsock itself")
+        current = await self.socket_config()
+        fields = {name: getattr(current, name) for name in SocketConfig.__dataclass_fields__}
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"unknown CIPCCFG fields: {sorted(unknown)}")
+        fields.update(changes)
+        await self._run(at.cipccfg(**fields))
+        return await self.socket_config()
+
+    async def send_mode(self) -> bool:
+        """``AT+CIPSENDMODE?`` (3.11): whether sends are confirmed only once the peer ACKed."""
+        fields = await self._one(at.query("+CIPSENDMODE"), "+CIPSENDMODE")
+        return _ints(fields, 1, "CIPSENDMODE?")[0] == 1
+
+    async def set_send_mode(self, wait_for_ack: bool) -> None:
+        """``AT+CIPSENDMODE`` (3.11): with ``True``, ``drain()`` waits for the peer's ACK."""
+        await self._run(at.cipsendmode(int(wait_for_ack)))
+
+    async def link_counters(self, link: int) -> LinkCounters:
+        """``AT+CIPACK=<link>`` (3.16); ``link`` is ``transport.get_extra_info("link")``."""
+        values = _ints(await self._one(at.cipack(link), "+CIPACK"), 3, "CIPACK")
+        return LinkCounters(*values)
+
+    async def set_keepalive(
+        self, enabled: bool, idle_min: int = 1, count: int = 9, interval_min: int = 1
+    ) -> None:
+        """``AT+CTCPKA`` (3.19): TCP keepalive for the module's links."""
+        await self._run(at.ctcpka(enabled, idle_min, count, interval_min))
+
+    async def set_dns_servers(
+        self, primary: str, secondary: str | None = None, *, ipv6: bool = False
+    ) -> None:
+        """``AT+CDNSCFG`` (3.20): the DNS servers ``AT+CDNSGIP`` asks."""
+        await self._run(at.cdnscfg(primary, secondary, ipv6))
+
+    async def dns_servers(self) -> list[str]:
+        """``AT+CDNSCFG?`` (3.20): the configured servers, IPv4 then IPv6."""
+        out = []
+        for line in (await self._run(at.query("+CDNSCFG"))).lines:
+            for part in line.split(","):
+                _, sep, value = part.partition(":")
+                if sep and value.strip():
+                    out.append(value.strip())
+        return out
+
+    async def header_settings(self) -> tuple[bool, bool]:
+        """``AT+CIPHEAD?`` and ``AT+CIPSRIP?`` (3.8, 3.9): length and sender headers on pushes."""
+        head = _ints(await self._one(at.query("+CIPHEAD"), "+CIPHEAD"), 1, "CIPHEAD?")[0]
+        srip = _ints(await self._one(at.query("+CIPSRIP"), "+CIPSRIP"), 1, "CIPSRIP?")[0]
+        return head == 1, srip == 1
+
+    async def require_network(self) -> None:
+        """Raise ``OSError(ENETDOWN)`` unless ``AT+NETOPEN?`` says the network is open."""
+        if not await self.network_open():
+            raise OSError(errno.ENETDOWN, "the module's network is not open (AT+NETOPEN? = 0)")
