@@ -56,6 +56,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..sockets.transport import start_tls_for
+
 if TYPE_CHECKING:
     from ..sockets.modem import Modem
 
@@ -65,10 +67,6 @@ logger = logging.getLogger("simsock.ecosystem")
 
 #: Callers in these modules (and their submodules) keep the host's network.
 DEFAULT_EXEMPT_MODULES = ("simsock.emulator",)
-#: Write-buffer high-water mark set on TLS transports after the handshake.
-#: asyncio's TLS layer buffers up to 512 KiB by default: at 115200 baud that
-#: is 45 s of data before ``drain()`` would wait. 16 KiB is one TLS record.
-TLS_WRITE_HIGH_WATER_BYTES = 16 * 1024
 #: Listening on port 0: the module cannot pick a port, so we do, from the
 #: IANA dynamic range (RFC 6335), a few times before giving up.
 EPHEMERAL_PORTS = range(49152, 65536)
@@ -171,18 +169,34 @@ class ModemInterposer:
         if host is None or port is None:
             raise ValueError("host and port was not specified and no sock specified")
         self.redirected.append(("create_connection", (host, port)))
-        transport, protocol = await self.modem.create_connection(
-            protocol_factory,
-            host,
-            int(port),
-            ssl=ssl,
-            server_hostname=server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            local_port=local_addr[1] if local_addr and local_addr[1] else None,
+        local_port = local_addr[1] if local_addr and local_addr[1] else None
+        if not ssl:
+            if server_hostname is not None:
+                raise ValueError("server_hostname is only meaningful with ssl")
+            return await self.modem.create_connection(
+                protocol_factory, host, int(port), local_port=local_port
+            )
+        # TLS as loop.create_connection(ssl=...) does it: the protocol gets
+        # connection_made once the handshake is done (start_tls_for), and the
+        # link is held paused until the TLS layer takes it.
+        context = ssl_module.create_default_context() if ssl is True else ssl
+        assert isinstance(context, ssl_module.SSLContext)
+        transport, _ = await self.modem.create_connection(
+            _Held, host, int(port), local_port=local_port
         )
-        if ssl:
-            transport.set_write_buffer_limits(high=TLS_WRITE_HIGH_WATER_BYTES)
-        return transport, protocol
+        try:
+            tls = await start_tls_for(
+                transport,
+                protocol_factory(),
+                context,
+                server_side=False,
+                server_hostname=host if server_hostname is None else server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+            )
+        except BaseException:
+            transport.abort()
+            raise
+        return tls, tls.get_protocol()
 
     async def create_server(
         self,
@@ -281,6 +295,14 @@ class ModemInterposer:
         return await self.modem.getaddrinfo(
             host, port, family=family, type=type, proto=proto, flags=flags
         )
+
+
+class _Held(asyncio.Protocol):
+    """Holds a new link paused until ``start_tls_for`` puts TLS on it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        transport.pause_reading()
 
 
 @contextlib.contextmanager

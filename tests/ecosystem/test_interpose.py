@@ -17,7 +17,7 @@ import simsock
 from simsock.ecosystem import host_network, use_modem
 from simsock.sockets.server import ModuleServer
 
-from .conftest import cipopens, free_port
+from .conftest import Certificates, cipopens, free_port
 
 
 async def test_redis_round_trip(apart_modem: simsock.Modem, redis_port: int) -> None:
@@ -166,3 +166,57 @@ async def test_datagram_endpoint(push_modem: simsock.Modem) -> None:
     finally:
         transport.close()
         peer.close()
+
+
+async def test_websockets_over_tls_to_a_host_server(
+    apart_modem: simsock.Modem, certs: Certificates
+) -> None:
+    async def echo(connection: ServerConnection) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    async with ws_serve(echo, "127.0.0.1", 0, ssl=certs.server) as server:
+        port = server.sockets[0].getsockname()[1]
+        with use_modem(apart_modem):
+            async with ws_connect(f"wss://localhost:{port}", ssl=certs.client) as ws:
+                assert ws.transport.get_extra_info("ssl_object").server_hostname == "localhost"
+                blob = os.urandom(64_000)
+                await ws.send(blob)
+                echoed = await ws.recv()
+                assert hashlib.sha256(echoed).digest() == hashlib.sha256(blob).digest()
+
+
+async def test_tls_protocol_is_connected_before_data(
+    modem: simsock.Modem, certs: Certificates
+) -> None:
+    """The server speaks first, right after the handshake: connection_made must come first."""
+
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    events: list[str] = []
+    done = asyncio.Event()
+
+    class Recorder(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            events.append("connection_made")
+
+        def data_received(self, data: bytes) -> None:
+            events.append(data.decode())
+            done.set()
+
+    loop = asyncio.get_running_loop()
+    server = await asyncio.start_server(banner, "127.0.0.1", 0, ssl=certs.server)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        with use_modem(modem):
+            transport, _ = await loop.create_connection(
+                Recorder, "localhost", port, ssl=certs.client
+            )
+        await asyncio.wait_for(done.wait(), 10)
+        assert events == ["connection_made", "220 ready\r\n"]
+        assert transport.get_write_buffer_limits()[1] == 16 * 1024  # lowered for the link
+        transport.close()
