@@ -28,6 +28,7 @@ async def test_redis_round_trip(apart_modem: simsock.Modem, redis_port: int) -> 
             assert await client.ping() is True
             await client.set("simsock:blob", value)
             got = await client.get("simsock:blob")
+            assert isinstance(got, bytes)
             assert len(got) == len(value)
             assert hashlib.sha256(got).digest() == hashlib.sha256(value).digest()
             assert await client.incrby("simsock:counter", 7) == 7
@@ -74,6 +75,7 @@ async def test_websockets_server_on_the_module_and_client_through_it(
 async def test_websockets_client_to_a_host_server(apart_modem: simsock.Modem) -> None:
     async def echo(connection: ServerConnection) -> None:
         async for message in connection:
+            assert isinstance(message, bytes)
             await connection.send(hashlib.sha256(message).hexdigest())
 
     async with ws_serve(echo, "127.0.0.1", 0) as server:  # on the host, outside use_modem
@@ -183,6 +185,7 @@ async def test_websockets_over_tls_to_a_host_server(
                 blob = os.urandom(64_000)
                 await ws.send(blob)
                 echoed = await ws.recv()
+                assert isinstance(echoed, bytes)
                 assert hashlib.sha256(echoed).digest() == hashlib.sha256(blob).digest()
 
 

@@ -188,8 +188,8 @@ async def test_same_callbacks_as_a_socket_transport(
     def make() -> Recorder:
         return factory(keep_open)
 
-    on_socket = await run(loop.create_connection, role, script, make)  # type: ignore[arg-type]
-    on_module = await run(modem.create_connection, role, script, make)  # type: ignore[arg-type]
+    on_socket = await run(loop.create_connection, role, script, make)
+    on_module = await run(modem.create_connection, role, script, make)
     assert on_module == on_socket
     assert on_socket[0][0] == "connection_made"
     assert on_socket[0][-1] == "connection_lost(None)"
