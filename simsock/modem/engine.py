@@ -44,7 +44,7 @@ from ..at.parser import Parser
 from .exchange import InFlight, LateResults, Response
 from .links import Link, LinkState
 
-__all__ = ["Engine", "EngineClosedError"]
+__all__ = ["Engine", "EngineClosedError", "ModuleUnresponsiveError"]
 
 logger = logging.getLogger("simsock.modem")
 wire_logger = logging.getLogger("simsock.modem.wire")
@@ -55,18 +55,40 @@ wire_logger = logging.getLogger("simsock.modem.wire")
 PROMPT_TIMEOUT_S = 5.0
 #: Bytes asked of the port per read.
 READ_SIZE = 65536
+#: After a command timed out: how long one ``AT`` probe waits, and how many
+#: probes fail before the module is declared unresponsive.
+RESYNC_PROBE_S = 1.0
+RESYNC_ATTEMPTS = 5
+#: How often an idle link that is being read is asked ``AT+CIPRXGET=4`` in
+#: case the module forgot its ``+CIPRXGET: 1`` (3.5: a host must not rely on it).
+POLL_INTERVAL_S = 5.0
 
 
 class EngineClosedError(ConnectionError):
     """The modem was closed, or its port went away."""
 
 
+class ModuleUnresponsiveError(EngineClosedError, TimeoutError):
+    """The module stopped answering (no ``OK`` to ``AT`` after a command timed out)."""
+
+
 @dataclass(slots=True)
-class _Job:
-    """A control command waiting for its turn."""
+class Job:
+    """A control command waiting for its turn, then its response."""
 
     command: Command
     future: asyncio.Future[Response]
+    sent: bool = False  # the scheduler wrote it: it will run to its final result
+    skip: bool = False  # its caller gave up before it was written
+
+    async def wait(self) -> Response:
+        """The response; if the caller is cancelled before the command was written, drop it."""
+        try:
+            return await asyncio.shield(self.future)
+        except asyncio.CancelledError:
+            if not self.sent:
+                self.skip = True
+            raise
 
 
 @dataclass(slots=True)
@@ -99,7 +121,7 @@ class Engine:
         self._parser = Parser()
         self._late = LateResults()
         self._inflight: InFlight | None = None
-        self._control: deque[_Job] = deque()
+        self._control: deque[Job] = deque()
         self._wakeup = asyncio.Event()
         self.links: dict[int, Link] = {}
         self.max_link = max_link
@@ -123,6 +145,11 @@ class Engine:
         self.on_client: Callable[[ClientAccepted], None] | None = None
         self.on_network_closed: Callable[[], None] | None = None
         self.on_ready: Callable[[], None] | None = None
+        self.on_resync: Callable[[bool], None] | None = None
+        self.on_closed: Callable[[BaseException], None] | None = None
+        self.poll_interval_s = POLL_INTERVAL_S
+        self.resync_attempts = RESYNC_ATTEMPTS
+        self._poll_due = False
 
     # -- life cycle --------------------------------------------------------------
 
@@ -164,6 +191,8 @@ class Engine:
             link.finish(exc)
         self.links.clear()
         self._wakeup.set()
+        if self.on_closed is not None:
+            self.on_closed(exc)
 
     # -- commands ----------------------------------------------------------------
 
@@ -173,12 +202,17 @@ class Engine:
         Cancelling the caller never leaves half a command on the wire: once the
         scheduler has written it, it runs to its final result regardless.
         """
+        return await self.submit(command).wait()
+
+    def submit(self, command: Command) -> Job:
+        """Queue ``command``; the job's ``wait()`` gives its response."""
         if self._closed is not None:
             raise EngineClosedError("the modem is closed") from self._closed
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._control.append(_Job(command, future))
+        job = Job(command, future)
+        self._control.append(job)
         self._wakeup.set()
-        return await future
+        return job
 
     def set_timeouts(self, netopen_s: float, cipopen_s: float, cipsend_s: float) -> None:
         """Follow the module's AT+CIPTIMEOUT (3.12) in every wait of those commands."""
@@ -415,11 +449,14 @@ class Engine:
                     self._wakeup.clear()
                     op = self._next_op()
                     if op is None:
-                        await self._wakeup.wait()
+                        await self._idle()
                         continue
                 try:
                     await op
-                except (TimeoutError, OSError, ProtocolError) as exc:
+                except TimeoutError as exc:
+                    logger.warning("scheduler: %s; resynchronising", exc)
+                    await self._resync()
+                except (OSError, ProtocolError) as exc:
                     logger.warning("scheduler: %s", exc)
         except asyncio.CancelledError:
             raise
@@ -427,8 +464,70 @@ class Engine:
             logger.exception("scheduler failed")
             self._shutdown(EngineClosedError(f"scheduler failed: {exc}"))
 
+    async def _idle(self) -> None:
+        """Wait for work; when links are read and quiet, poll them now and then."""
+        pollable = self._pollable()
+        if not pollable:
+            await self._wakeup.wait()
+            return
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), self.poll_interval_s)
+        except TimeoutError:
+            self._poll_due = True
+
+    def _pollable(self) -> list[Link]:
+        if self.push_mode:
+            return []
+        return [
+            link
+            for link in self.links.values()
+            if link.state is LinkState.OPEN
+            and link.reading
+            and not link.readable
+            and not link.remote_closed
+            and not link.udp
+        ]
+
+    async def _poll(self) -> None:
+        """``AT+CIPRXGET=4`` for each quiet link: data the module forgot to announce is read."""
+        for link in self._pollable():
+            response = await self._exchange(at.ciprxget_pending(link.number))
+            values = response.info("+CIPRXGET")
+            if response.ok and values and len(values[0]) == 3 and values[0][2] != 0:
+                logger.info("link %d: %s bytes waited unannounced", link.number, values[0][2])
+                link.readable = True
+
+    async def _resync(self) -> None:
+        """After a timeout: ``AT`` until ``OK``, so the next command's answer is its own."""
+        probe = Command("AT", RESYNC_PROBE_S)
+        for _ in range(self.resync_attempts):
+            try:
+                response = await self._exchange(probe)
+            except TimeoutError:
+                continue
+            if response.ok:
+                logger.info("resynchronised with the module")
+                if self.on_resync is not None:
+                    self.on_resync(True)
+                return
+        logger.error("the module does not answer: giving up on the port")
+        if self.on_resync is not None:
+            self.on_resync(False)
+        self._shutdown(ModuleUnresponsiveError("the module stopped answering AT"))
+
+    def fail_links(self, exc: BaseException) -> None:
+        """Every link is gone in the module (network lost, module restarted): fail them."""
+        for link in list(self.links.values()):
+            self.links.pop(link.number, None)
+            link.finish(exc)
+        self._late.fail_all(exc)
+        self._wakeup.set()
+
     def _next_op(self) -> Coroutine[Any, Any, None] | None:
         """The next operation, round-robin over [control, link 0, link 1, ...]."""
+        if self._poll_due:
+            self._poll_due = False
+            return self._poll()
         sources = 1 + self.max_link + 1
         for step in range(sources):
             index = (self._rr + step) % sources
@@ -441,19 +540,20 @@ class Engine:
     def _control_op(self) -> Coroutine[Any, Any, None] | None:
         while self._control:
             job = self._control.popleft()
-            if not job.future.done():  # a cancelled caller's job is skipped
+            if not job.skip and not job.future.done():  # a cancelled caller's job is skipped
+                job.sent = True
                 return self._run_job(job)
         return None
 
-    async def _run_job(self, job: _Job) -> None:
+    async def _run_job(self, job: Job) -> None:
         try:
             response = await self._exchange(job.command)
         except BaseException as exc:
             if not job.future.done():
                 job.future.set_exception(exc)
                 job.future.exception()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            if isinstance(exc, asyncio.CancelledError | TimeoutError):
+                raise  # a timeout makes the scheduler resynchronise
             return
         if not job.future.done():
             job.future.set_result(response)
@@ -499,7 +599,13 @@ class Engine:
             chunk = bytes(link.tx[:size])
             command = at.cipsend(link.number, size)
         confirm = self._late.expect("+CIPSEND", link.number)
-        response = await self._exchange(command, chunk)
+        try:
+            response = await self._exchange(command, chunk)
+        except TimeoutError as exc:
+            # Whether the module took the bytes is unknown: the stream is broken.
+            self._late.discard("+CIPSEND", link.number, confirm)
+            self._fail_link(link, exc)
+            raise
         if not response.ok:
             self._late.discard("+CIPSEND", link.number, confirm)
             self._fail_link(link, response.error("CIPSEND"))
@@ -509,7 +615,25 @@ class Engine:
         else:
             del link.tx[:size]
         link.unconfirmed += size
-        confirm.add_done_callback(lambda fut: self._send_confirmed(link, size, fut))
+        # "+CIPSEND: <link>,<n>,<n>" must come within AT+CIPTIMEOUT (3.12).
+        late = asyncio.get_running_loop().call_later(
+            self.timeout_for(command), self._confirm_overdue, link, confirm
+        )
+
+        def confirmed(fut: asyncio.Future[list[int]]) -> None:
+            late.cancel()
+            self._send_confirmed(link, size, fut)
+
+        confirm.add_done_callback(confirmed)
+
+    def _confirm_overdue(self, link: Link, confirm: asyncio.Future[list[int]]) -> None:
+        if confirm.done():
+            return
+        self._late.discard("+CIPSEND", link.number, confirm)
+        confirm.cancel()
+        self._fail_link(
+            link, TimeoutError(f"link {link.number}: the module never confirmed a send")
+        )
 
     def _send_confirmed(self, link: Link, size: int, fut: asyncio.Future[list[int]]) -> None:
         if fut.cancelled() or fut.exception() is not None:

@@ -14,7 +14,7 @@ import errno
 import logging
 import socket
 import ssl as ssl_module
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -25,9 +25,10 @@ from ..at.commands import check_host, check_port, ip_literal
 from ..at.errors import err_to_oserror, gai_error
 from ..at.events import ClientAccepted
 from ..modem.control import ModuleControl
-from ..modem.engine import Engine
+from ..modem.engine import Engine, Job
 from ..modem.links import Link
 from ..modem.startup import ModuleInfo, bring_up
+from ..modem.supervisor import ModemState, StateChange, Supervisor
 from .datagram import LinkDatagramTransport
 from .server import ModuleServer
 from .transport import LinkTransport
@@ -51,7 +52,16 @@ class Modem(ModuleControl):
     and state command of the reference (:class:`~simsock.modem.control.ModuleControl`).
     """
 
-    def __init__(self, engine: Engine, info: ModuleInfo, *, url: str, rx_mode: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        info: ModuleInfo,
+        *,
+        url: str,
+        rx_mode: str,
+        bring_up: Callable[[], Awaitable[ModuleInfo]],
+        recovery_backoff_s: tuple[float, ...] | None = None,
+    ) -> None:
         self._engine = engine
         self._info = info
         #: What the module said it supports at start-up (its ``=?`` answers).
@@ -61,6 +71,34 @@ class Modem(ModuleControl):
         self._background: set[asyncio.Future[None]] = set()
         self._servers: dict[int, ModuleServer] = {}
         engine.on_client = self._client_accepted
+
+        async def again() -> None:
+            self._info = await bring_up()
+
+        options = {} if recovery_backoff_s is None else {"backoff_s": recovery_backoff_s}
+        self._supervisor = Supervisor(engine, again, **options)
+        self._supervisor.add_listener(self._state_changed)
+        engine.on_closed = lambda exc: self._supervisor.closed(str(exc))
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> ModemState:
+        """``UP``, ``NETWORK_DOWN``, ``RESTARTING`` or ``CLOSED`` (see simsock.modem.supervisor)."""
+        return self._supervisor.state
+
+    def add_state_listener(self, callback: Callable[[StateChange], None]) -> Callable[[], None]:
+        """Call ``callback(change)`` on each state change; returns a function that removes it."""
+        return self._supervisor.add_listener(callback)
+
+    def state_changes(self) -> AsyncIterator[StateChange]:
+        """``async for change in modem.state_changes():`` every change until the modem closes."""
+        return self._supervisor.changes()
+
+    def _state_changed(self, change: StateChange) -> None:
+        if change.state in (ModemState.NETWORK_DOWN, ModemState.RESTARTING, ModemState.CLOSED):
+            for server in list(self._servers.values()):
+                server.lost(change.reason)
 
     @property
     def address(self) -> str | None:
@@ -194,6 +232,7 @@ class Modem(ModuleControl):
         """
         check_port(port)
         host = check_host(host)
+        self._supervisor.check_up()
         if server_hostname is not None and not ssl:
             raise ValueError("server_hostname is only meaningful with ssl")
         sslcontext = _ssl_context(ssl)
@@ -237,8 +276,9 @@ class Modem(ModuleControl):
         link = self._allocate_link((ip, port))
         command = command_for(link.number, ip, port, local_port)
         result = engine.expect_late("+CIPOPEN", link.number)
+        job = engine.submit(command)
         try:
-            response = await engine.execute(command)
+            response = await job.wait()
             if not response.ok:
                 engine.discard_late("+CIPOPEN", link.number, result)
                 if result.done() and not result.cancelled():
@@ -248,8 +288,13 @@ class Modem(ModuleControl):
             if err != 0:
                 raise err_to_oserror(err, context="CIPOPEN")
         except asyncio.CancelledError:
+            if not job.sent:
+                # Never written: nothing happened in the module.
+                engine.discard_late("+CIPOPEN", link.number, result)
+                engine.release(link, None)
+                raise
             # The module may still connect: close the link when its result comes.
-            task = asyncio.ensure_future(self._abandon(link, result))
+            task = asyncio.ensure_future(self._abandon(link, job, result))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             raise
@@ -266,10 +311,15 @@ class Modem(ModuleControl):
         )
         return transport, protocol
 
-    async def _abandon(self, link: Link, result: asyncio.Future[list[int]]) -> None:
+    async def _abandon(self, link: Link, job: Job, result: asyncio.Future[list[int]]) -> None:
         """A cancelled open: once the module reports the result, close a link it opened."""
         try:
-            _, err = await asyncio.wait_for(result, at.CIPTIMEOUT_DEFAULT_S)
+            response = await job.wait()
+            if not response.ok:
+                err = -1
+                self._engine.discard_late("+CIPOPEN", link.number, result)
+            else:
+                _, err = await asyncio.wait_for(result, self._engine.timeout_for(job.command))
         except BaseException:
             err = -1
         if err == 0:
@@ -325,6 +375,7 @@ class Modem(ModuleControl):
         on the host.
         """
         check_port(port)
+        self._supervisor.check_up()
         if not 1 <= backlog <= 3:
             raise ValueError(f"backlog {backlog} outside 1..3 (3.14)")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
@@ -416,6 +467,7 @@ class Modem(ModuleControl):
                 " keeps neither the sender's address nor datagram boundaries",
             )
         local_port = 0 if local_addr is None else check_port(local_addr[1], allow_zero=True)
+        self._supervisor.check_up()
         remote: tuple[str, int] | None = None
         if remote_addr is not None:
             literal = ip_literal(remote_addr[0])
@@ -495,6 +547,8 @@ def open_modem(
     apn: str | None = None,
     ip_family: int = 4,
     trace_lines: int = 0,
+    poll_interval_s: float | None = None,
+    recovery_backoff_s: tuple[float, ...] | None = None,
     **serial_options: Any,
 ) -> _Opener:
     """Open the module at ``url`` (any pyserial URL or device path) and bring it up.
@@ -516,6 +570,8 @@ def open_modem(
         apn=apn,
         ip_family=ip_family,
         trace_lines=trace_lines,
+        poll_interval_s=poll_interval_s,
+        recovery_backoff_s=recovery_backoff_s,
         **serial_options,
     )
     return _Opener(url, kwargs)
@@ -529,16 +585,31 @@ async def _start(
     apn: str | None,
     ip_family: int,
     trace_lines: int,
+    poll_interval_s: float | None,
+    recovery_backoff_s: tuple[float, ...] | None,
     **serial_options: Any,
 ) -> Modem:
     reader, writer = await serial_asyncio.open_serial_connection(
         url=url, baudrate=baudrate, **serial_options
     )
     engine = Engine(reader, writer, trace_lines=trace_lines)
+    if poll_interval_s is not None:
+        engine.poll_interval_s = poll_interval_s
     engine.start()
+
+    def again() -> Awaitable[ModuleInfo]:
+        return bring_up(engine, rx_mode=rx_mode, apn=apn, ip_family=ip_family)
+
     try:
-        info = await bring_up(engine, rx_mode=rx_mode, apn=apn, ip_family=ip_family)
+        info = await again()
     except BaseException:
         await engine.close()
         raise
-    return Modem(engine, info, url=url, rx_mode=rx_mode)
+    return Modem(
+        engine,
+        info,
+        url=url,
+        rx_mode=rx_mode,
+        bring_up=again,
+        recovery_backoff_s=recovery_backoff_s,
+    )

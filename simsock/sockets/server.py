@@ -188,6 +188,12 @@ class ModuleServer(asyncio.AbstractServer):
             if not self._stopped.done():
                 self._stopped.set_result(None)
 
+    def lost(self, reason: str) -> None:
+        """The module dropped this server (network lost, module restarted)."""
+        logger.warning("server %d on port %d is gone: %s", self.index, self.port, reason)
+        self._started = False  # nothing to stop in the module any more
+        self.close()
+
     # -- accepting -----------------------------------------------------------------
 
     def accept(self, event: ClientAccepted, link: Link) -> None:
