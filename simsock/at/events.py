@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .fields import Field, split_info_line
+from .fields import Field, info_name, split_info_line
 
 __all__ = [
     "ClientAccepted",
@@ -86,12 +86,15 @@ class Line:
     @property
     def name(self) -> str | None:
         """``"+CIPOPEN"`` for ``+CIPOPEN: 0,0``; ``None`` when the line has another shape."""
-        parsed = split_info_line(self.text)
-        return parsed[0] if parsed else None
+        return info_name(self.text)
 
     @property
     def fields(self) -> list[Field]:
-        """The parameters after ``+NAME:``, parsed (see :func:`simsock.at.fields.split_fields`)."""
+        """The parameters after ``+NAME:``, parsed (see :func:`simsock.at.fields.split_fields`).
+
+        Raises :class:`~simsock.at.errors.ProtocolError` when they do not parse
+        (test-command answers such as ``("TCP","UDP")`` do not).
+        """
         parsed = split_info_line(self.text)
         return parsed[1] if parsed else []
 

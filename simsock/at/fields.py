@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .errors import ProtocolError
 
-__all__ = ["Field", "Quoted", "format_fields", "split_fields", "split_info_line"]
+__all__ = ["Field", "Quoted", "format_fields", "info_name", "split_fields", "split_info_line"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +82,8 @@ def split_fields(text: str) -> list[Field]:
             return fields
 
 
-def split_info_line(line: str) -> tuple[str, list[Field]] | None:
-    """``'+CIPOPEN: 0,1'`` → ``('+CIPOPEN', [0, 1])``; ``None`` for a line of another shape."""
+def info_name(line: str) -> str | None:
+    """``'+CIPOPEN'`` for ``'+CIPOPEN: 0,1'``; ``None`` for a line of another shape."""
     if not line.startswith("+"):
         return None
     colon = line.find(":")
@@ -92,7 +92,15 @@ def split_info_line(line: str) -> tuple[str, list[Field]] | None:
     name = line[:colon]
     if not name[1:].replace("_", "").isalnum():
         return None
-    return name, split_fields(line[colon + 1 :])
+    return name
+
+
+def split_info_line(line: str) -> tuple[str, list[Field]] | None:
+    """``'+CIPOPEN: 0,1'`` → ``('+CIPOPEN', [0, 1])``; ``None`` for a line of another shape."""
+    name = info_name(line)
+    if name is None:
+        return None
+    return name, split_fields(line[len(name) + 1 :])
 
 
 def format_fields(fields: list[Field]) -> str:

@@ -31,7 +31,7 @@ from ..modem.startup import ModuleInfo, bring_up
 from ..modem.supervisor import ModemState, StateChange, Supervisor
 from .datagram import LinkDatagramTransport
 from .server import ModuleServer
-from .transport import LinkTransport
+from .transport import LinkTransport, start_tls_for
 
 __all__ = ["Modem", "open_modem"]
 
@@ -246,9 +246,8 @@ class Modem(ModuleControl):
         # over, so the user's protocol only ever sees the TLS transport.
         transport, _ = await self._open_tcp(asyncio.Protocol, ip, port, local_port, paused=True)
         protocol = protocol_factory()
-        loop = asyncio.get_running_loop()
         try:
-            tls = await loop.start_tls(
+            tls = await start_tls_for(
                 transport,
                 protocol,
                 sslcontext,
@@ -259,7 +258,6 @@ class Modem(ModuleControl):
         except BaseException:
             transport.abort()
             raise
-        assert tls is not None
         return tls, protocol
 
     async def _open_tcp(

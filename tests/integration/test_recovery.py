@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -35,6 +35,13 @@ def no_simsock_tasks() -> list[asyncio.Task[object]]:
     ]
 
 
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` (state the library keeps) until true, bounded in time."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
 async def test_network_loss_fails_links_then_recovers(
     fast_modem: simsock.Modem, vm: VirtualModem, echo_server: tuple[str, int]
 ) -> None:
@@ -46,17 +53,13 @@ async def test_network_loss_fails_links_then_recovers(
 
     started = time.monotonic()
     vm.drop_network()
-    with pytest.raises(OSError) as info:
+    with pytest.raises(OSError, match="network") as info:
         await asyncio.wait_for(reader.read(), 5)
     assert info.value.errno == errno.ENETDOWN
     assert time.monotonic() - started < 2.0  # promptly, not after a timeout
     assert fast_modem.engine.links == {}  # both link numbers are free again
 
-    async def up() -> None:
-        while fast_modem.state is not ModemState.UP:
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(up(), 10)
+    await wait_until(lambda: fast_modem.state is ModemState.UP)
     assert [c.state for c in changes] == [ModemState.NETWORK_DOWN, ModemState.UP]
     reader, writer = await fast_modem.open_connection(*echo_server)
     writer.write(b"after")
@@ -79,12 +82,8 @@ async def test_opening_while_the_network_is_down_fails_fast(
         modem.add_state_listener(on_change)
         vm.drop_network()
 
-        async def recovered() -> None:
-            while not attempts or modem.state is not ModemState.UP:
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(recovered(), 10)
-        with pytest.raises(OSError) as info:
+        await wait_until(lambda: bool(attempts) and modem.state is ModemState.UP)
+        with pytest.raises(OSError, match="network") as info:
             await attempts[0]
         assert info.value.errno == errno.ENETDOWN
 
@@ -92,13 +91,9 @@ async def test_opening_while_the_network_is_down_fails_fast(
 async def test_cancelled_calls_leave_the_stream_in_step(
     modem: simsock.Modem, echo_server: tuple[str, int]
 ) -> None:
-    async def links_free() -> None:
-        while modem.engine.links:
-            await asyncio.sleep(0.01)
-
     for delay in (0, 0.0005, 0.001, 0.002, 0.005, 0.01):
         # a cancelled open closes the link the module opened anyway, by itself
-        await asyncio.wait_for(links_free(), 10)
+        await wait_until(lambda: not modem.engine.links)
         task = asyncio.create_task(modem.open_connection(*echo_server))
         await asyncio.sleep(delay)
         task.cancel()
@@ -117,7 +112,7 @@ async def test_cancelled_calls_leave_the_stream_in_step(
     for _ in range(5):
         assert any(line.startswith("+CSQ") for line in await modem.command("AT+CSQ"))
         assert await modem.ip_address()
-    await asyncio.wait_for(links_free(), 10)
+    await wait_until(lambda: not modem.engine.links)
     reader, writer = await modem.open_connection(*echo_server)
     writer.write(b"ok")
     assert await reader.readexactly(2) == b"ok"

@@ -89,7 +89,7 @@ async def test_links_are_shared_between_clients_and_servers(
         host_reader, host_writer = await asyncio.open_connection("127.0.0.1", port)
         host_writer.write(b"x")
         assert await asyncio.wait_for(host_reader.readexactly(1), 10) == b"x"
-        reader, writer = await modem.open_connection(*echo_server)  # the second link
+        _reader, writer = await modem.open_connection(*echo_server)  # the second link
         with pytest.raises(OSError, match="links") as info:
             await modem.open_connection(*echo_server)
         assert info.value.errno == errno.EMFILE

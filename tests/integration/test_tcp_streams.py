@@ -1,4 +1,4 @@
-"""TCP client streams end to end: library → real pty → virtual SIM7028 → real server on 127.0.0.1."""
+"""TCP client streams end to end: library, real pty, virtual SIM7028, real server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -116,15 +116,15 @@ async def test_a_paused_reader_leaves_data_in_the_module(modem: simsock.Modem) -
     server = await asyncio.start_server(blurt, "127.0.0.1", 0)
     async with server:
         port = server.sockets[0].getsockname()[1]
-        # StreamReader pauses the transport once it holds 2 × limit bytes.
+        # StreamReader pauses the transport once it holds 2 * limit bytes.
         reader, writer = await modem.open_connection("127.0.0.1", port, limit=1024)
         await asyncio.wait_for(sent.wait(), 10)
         await asyncio.sleep(0.5)  # time for any (wrong) reads to happen
         link = writer.get_extra_info("link")
         (line,) = [x for x in await modem.command(f"AT+CIPRXGET=4,{link}") if "+CIPRXGET" in x]
         waiting_in_module = int(line.rsplit(",", 1)[1])
-        buffered_on_host = len(reader._buffer)  # noqa: SLF001 - what the reader holds
-        # the host took at most 2 × limit plus one 1500-byte read, the rest waits in the module
+        buffered_on_host = len(reader._buffer)
+        # the host took at most 2 * limit plus one 1500-byte read, the rest waits in the module
         assert buffered_on_host <= 2 * 1024 + 1500
         assert waiting_in_module >= len(payload) - buffered_on_host - 1500
         received = await reader.readexactly(len(payload))
