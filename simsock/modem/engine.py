@@ -147,6 +147,9 @@ class Engine:
         self.on_ready: Callable[[], None] | None = None
         self.on_resync: Callable[[bool], None] | None = None
         self.on_closed: Callable[[BaseException], None] | None = None
+        #: Called with ("->" or "<-", bytes) for every write to and read from the
+        #: port: the raw material of a replayable trace (``simsock --trace``).
+        self.wire_tap: Callable[[str, bytes], None] | None = None
         self.poll_interval_s = POLL_INTERVAL_S
         self.resync_attempts = RESYNC_ATTEMPTS
         self._poll_due = False
@@ -246,6 +249,8 @@ class Engine:
         if wire_logger.isEnabledFor(logging.DEBUG):
             wire_logger.debug("-> %r", data[:80] if len(data) > 80 else data)
         self.stats.bytes_written += len(data)
+        if self.wire_tap is not None:
+            self.wire_tap("->", data)
         self._writer.write(data)
 
     async def _exchange(self, command: Command, payload: bytes | None = None) -> Response:
@@ -289,6 +294,8 @@ class Engine:
                     self._shutdown(EngineClosedError("the serial port closed"))
                     return
                 self.stats.bytes_read += len(data)
+                if self.wire_tap is not None:
+                    self.wire_tap("<-", data)
                 if wire_logger.isEnabledFor(logging.DEBUG):
                     wire_logger.debug("<- %r", data[:200])
                 parser.feed(data)
