@@ -92,6 +92,28 @@ class ReceiveBuffer:
         """How many bytes an unterminated line at the front holds so far."""
         return len(self._data) - self._start
 
+    def peek_all(self) -> bytes:
+        """Everything buffered, not consumed."""
+        return bytes(self._data[self._start :])
+
+    def take_all(self) -> bytes:
+        """Everything buffered, consumed."""
+        data = bytes(self._data[self._start :])
+        self.clear()
+        return data
+
+    def endswith(self, suffix: bytes) -> bool:
+        """Whether the buffered bytes end with ``suffix``."""
+        return len(self) >= len(suffix) and self._data.endswith(suffix)
+
+    def tail_prefix_length(self, marker: bytes) -> int:
+        """The length of the longest tail of the buffer that is a proper prefix of ``marker``."""
+        data = self._data
+        for size in range(min(len(marker) - 1, len(self)), 0, -1):
+            if data.endswith(marker[:size]):
+                return size
+        return 0
+
     def clear(self) -> None:
         """Forget everything buffered."""
         self._data.clear()

@@ -32,6 +32,7 @@ __all__ = [
     "Ok",
     "Prompt",
     "PushedData",
+    "RawData",
     "ReceivedData",
     "TransparentClosed",
     "describe",
@@ -179,6 +180,13 @@ class ConnectFail:
 
 
 @dataclass(frozen=True, slots=True)
+class RawData:
+    """Bytes of the transparent link, in data mode (2): no framing at all."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class TransparentClosed:
     """``CLOSED``: a transparent link closed (4.2)."""
 
@@ -201,6 +209,7 @@ Event = (
     | Connect
     | ConnectFail
     | TransparentClosed
+    | RawData
 )
 
 
@@ -240,4 +249,6 @@ def describe(event: Event) -> str:
             return "CONNECT FAIL"
         case TransparentClosed():
             return "CLOSED"
+        case RawData(data=data):
+            return f"<{len(data)} raw bytes {data[:16]!r}>"
     return repr(event)

@@ -15,6 +15,7 @@ way, so garbage cannot grow memory.
 from __future__ import annotations
 
 import binascii
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from .events import (
     Ok,
     Prompt,
     PushedData,
+    RawData,
     ReceivedData,
     TransparentClosed,
 )
@@ -57,6 +59,10 @@ MAX_LINE_BYTES = 1024
 MAX_PAYLOAD_BYTES = 1500
 #: Largest ``+CIPRXGET: 3`` (hex) read, in payload bytes (3.5).
 MAX_HEX_PAYLOAD_BYTES = 750
+
+#: What ends transparent data mode, as the module frames it (4.2, 2).
+TRANSPARENT_CLOSED = b"\r\nCLOSED\r\n"
+ESCAPE_OK = b"\r\nOK\r\n"
 
 _CR = 0x0D
 _LF = 0x0A
@@ -95,16 +101,47 @@ def _ints(fields: Sequence[object], count: int, line: str) -> list[int]:
     return [int(f) for f in fields]  # type: ignore[call-overload]
 
 
+_TRAILING_LINES = re.compile(rb"(?:\r\n[\x20-\x7e]{1,120}\r\n)*\Z")
+#: Command-mode output that may follow a marker in the same read.
+_MAX_TRAILING_BYTES = 256
+
+
+def _marker_end(data: bytes, marker: bytes) -> int:
+    """Where ``marker`` ends if it closes data mode: last in ``data``, or followed only
+    by a few CRLF-framed text lines (URCs the module sent after it); else -1."""
+    at = data.rfind(marker)
+    if at < 0:
+        return -1
+    end = at + len(marker)
+    rest = data[end:]
+    if not rest or (len(rest) <= _MAX_TRAILING_BYTES and _TRAILING_LINES.match(rest)):
+        return end
+    return -1
+
+
 class Parser:
     """Turns the module's byte stream into events; see the module docstring."""
 
-    __slots__ = ("_buffer", "_discarding", "_payload", "_recv_from")
+    __slots__ = (
+        "_buffer",
+        "_discarding",
+        "_last_cr",
+        "_payload",
+        "_raw",
+        "_raw_markers",
+        "_recv_from",
+        "_skip_lf",
+    )
 
     def __init__(self) -> None:
         self._buffer = ReceiveBuffer()
         self._payload: _Payload | None = None
         self._recv_from: tuple[str, int] | None = None
         self._discarding = False  # inside an over-long line: drop up to its end
+        self._raw = False  # transparent data mode: bytes are the link's, unframed
+        self._raw_markers: dict[bytes, Event] = {}
+        self._last_cr = False  # the last line ended with CR (its LF may follow)
+        self._skip_lf = False
 
     def feed(self, data: bytes) -> None:
         """Buffer ``data``; events come from :meth:`next_event`."""
@@ -121,16 +158,81 @@ class Parser:
         self._payload = None
         self._recv_from = None
         self._discarding = False
+        self._raw = False
+        self._raw_markers = {}
 
     def events(self) -> Iterator[Event]:
         """Every event the buffered bytes complete (stops at the first ProtocolError)."""
         while (event := self.next_event()) is not None:
             yield event
 
+    # -- transparent data mode (2) -------------------------------------------------
+
+    @property
+    def raw(self) -> bool:
+        """In transparent data mode."""
+        return self._raw
+
+    def enter_raw(self) -> None:
+        """After ``CONNECT``: what follows is the transparent link's bytes.
+
+        Data mode ends only with ``CLOSED`` (the link closed) or, once
+        :meth:`expect_escape_ok` was called, with the ``OK`` that answers
+        ``+++``. Those are recognised only as the *last* bytes received, since
+        the module sends them after the data and then nothing until asked: a
+        peer that sends exactly those bytes as its last ones is misread. It is
+        the limit of transparent mode itself (2), documented for users.
+        """
+        self._raw = True
+        self._raw_markers = {TRANSPARENT_CLOSED: TransparentClosed()}
+        self._skip_lf = self._last_cr  # the LF of "CONNECT 115200\r\n" is not data
+
+    def expect_escape_ok(self) -> None:
+        """``+++`` was sent: the ``OK`` that ends data mode may come now."""
+        self._raw_markers[ESCAPE_OK] = Ok()
+
+    def flush_raw(self) -> RawData | None:
+        """Release bytes held back because they could begin a marker (the engine's timer)."""
+        if self._raw and len(self._buffer):
+            return RawData(self._buffer.take_all())
+        return None
+
+    def _next_raw(self) -> Event | None:
+        buf = self._buffer
+        if self._skip_lf:
+            first = buf.peek()
+            if first is None:
+                return None
+            if first == _LF:
+                buf.skip(1)
+            self._skip_lf = False
+        for marker, event in self._raw_markers.items():
+            end = _marker_end(buf.peek_all(), marker)
+            if end >= 0:
+                everything = buf.take_all()
+                data, rest = everything[: end - len(marker)], everything[end:]
+                if data:
+                    buf.feed(everything[end - len(marker) :])  # the marker's turn is next
+                    return RawData(data)
+                buf.feed(rest)  # command-mode lines that followed it
+                self._raw = False
+                self._raw_markers = {}
+                return event
+        hold = max((buf.tail_prefix_length(m) for m in self._raw_markers), default=0)
+        if len(buf) <= hold:
+            return None
+        data = buf.take_all()
+        if hold:
+            buf.feed(data[-hold:])
+            data = data[:-hold]
+        return RawData(data)
+
     def next_event(self) -> Event | None:
         """The next event, or ``None`` when more bytes are needed."""
         buf = self._buffer
         while True:
+            if self._raw:
+                return self._next_raw()
             if self._payload is not None:
                 return self._read_payload(self._payload)
             if self._discarding:
@@ -160,6 +262,7 @@ class Parser:
                     )
                 return None
             raw, terminator = taken
+            self._last_cr = terminator == _CR
             if len(raw) > MAX_LINE_BYTES:
                 raise ProtocolError(f"line longer than {MAX_LINE_BYTES} bytes ({len(raw)} dropped)")
             try:

@@ -25,6 +25,8 @@ from ..at.errors import ProtocolError, module_error
 from ..at.events import (
     ClientAccepted,
     CmeError,
+    Connect,
+    ConnectFail,
     DataWaiting,
     Echo,
     Error,
@@ -37,7 +39,9 @@ from ..at.events import (
     Ok,
     Prompt,
     PushedData,
+    RawData,
     ReceivedData,
+    TransparentClosed,
     describe,
 )
 from ..at.parser import Parser
@@ -59,9 +63,22 @@ READ_SIZE = 65536
 #: probes fail before the module is declared unresponsive.
 RESYNC_PROBE_S = 1.0
 RESYNC_ATTEMPTS = 5
+#: Silence before and after ``+++`` that the module needs to see an escape (2).
+ESCAPE_GUARD_S = 1.0
+#: The pause before ``+++`` is the guard time times this, and tries before giving up.
+ESCAPE_MARGIN = 1.5
+ESCAPE_ATTEMPTS = 3
+#: How long bytes that could begin ``CLOSED`` are held back in data mode.
+RAW_HOLD_S = 0.02
+#: Largest raw write in data mode (no AT framing limits it).
+RAW_WRITE_BYTES = 4096
 #: How often an idle link that is being read is asked ``AT+CIPRXGET=4`` in
 #: case the module forgot its ``+CIPRXGET: 1`` (3.5: a host must not rely on it).
 POLL_INTERVAL_S = 5.0
+
+
+#: The pseudo-command line of the escape; written without a CR.
+ESCAPE_SEQUENCE = "+++"
 
 
 class EngineClosedError(ConnectionError):
@@ -78,6 +95,7 @@ class Job:
 
     command: Command
     future: asyncio.Future[Response]
+    until_connect: bool = False  # ends with CONNECT / CONNECT FAIL (transparent open)
     sent: bool = False  # the scheduler wrote it: it will run to its final result
     skip: bool = False  # its caller gave up before it was written
 
@@ -153,6 +171,12 @@ class Engine:
         self.poll_interval_s = POLL_INTERVAL_S
         self.resync_attempts = RESYNC_ATTEMPTS
         self._poll_due = False
+        #: Transparent mode (2): the link that is a raw pipe in data mode, if open.
+        self.transparent_link: Link | None = None
+        self.data_mode = False
+        self.escape_guard_s = ESCAPE_GUARD_S
+        self._last_write = 0.0
+        self._raw_flush: asyncio.TimerHandle | None = None
 
     # -- life cycle --------------------------------------------------------------
 
@@ -207,12 +231,12 @@ class Engine:
         """
         return await self.submit(command).wait()
 
-    def submit(self, command: Command) -> Job:
+    def submit(self, command: Command, *, until_connect: bool = False) -> Job:
         """Queue ``command``; the job's ``wait()`` gives its response."""
         if self._closed is not None:
             raise EngineClosedError("the modem is closed") from self._closed
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        job = Job(command, future)
+        job = Job(command, future, until_connect=until_connect)
         self._control.append(job)
         self._wakeup.set()
         return job
@@ -249,19 +273,22 @@ class Engine:
         if wire_logger.isEnabledFor(logging.DEBUG):
             wire_logger.debug("-> %r", data[:80] if len(data) > 80 else data)
         self.stats.bytes_written += len(data)
+        self._last_write = asyncio.get_running_loop().time()
         if self.wire_tap is not None:
             self.wire_tap("->", data)
         self._writer.write(data)
 
-    async def _exchange(self, command: Command, payload: bytes | None = None) -> Response:
+    async def _exchange(
+        self, command: Command, payload: bytes | None = None, *, until_connect: bool = False
+    ) -> Response:
         """Write ``command`` (and its payload after ``>``) and wait for its final result."""
-        inflight = InFlight(command, wants_prompt=payload is not None)
+        inflight = InFlight(command, wants_prompt=payload is not None, until_connect=until_connect)
         self._inflight = inflight
         self.stats.commands += 1
         if self.stats.trace is not None:
             self.stats.trace.append(("->", command.line))
         try:
-            self._write(command.wire)
+            self._write(command.wire if command.line != ESCAPE_SEQUENCE else b"+++")
             if payload is not None and inflight.prompt is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(inflight.prompt), PROMPT_TIMEOUT_S)
@@ -307,6 +334,8 @@ class Engine:
                         logger.warning("protocol error (resynchronised): %s", exc)
                         continue
                     if event is None:
+                        if parser.raw and parser.buffered:
+                            self._arm_raw_flush()
                         break
                     try:
                         self._dispatch(event)
@@ -338,6 +367,19 @@ class Engine:
             case PushedData():
                 self.stats.payload_received += len(event.data)
                 self._route_push(event)
+            case RawData(data=data):
+                self.stats.payload_received += len(data)
+                if self.transparent_link is not None:
+                    self.transparent_link.deliver(data)
+                else:
+                    logger.warning("%d raw bytes with no transparent link: dropped", len(data))
+            case Connect() | ConnectFail() if inflight is not None and inflight.until_connect:
+                if isinstance(event, Connect):
+                    self._parser.enter_raw()
+                    self.data_mode = True
+                inflight.finish(event)
+            case TransparentClosed():
+                self._transparent_closed()
             case DataWaiting(link=number):
                 link = self.links.get(number)
                 if link is not None and not link.readable:
@@ -411,6 +453,31 @@ class Engine:
         if self.on_unsolicited is not None:
             self.on_unsolicited(line)
 
+    def _arm_raw_flush(self) -> None:
+        """Bytes that could begin ``CLOSED`` wait a moment, then go to the link as data."""
+        if self._raw_flush is not None:
+            self._raw_flush.cancel()
+
+        def flush() -> None:
+            self._raw_flush = None
+            held = self._parser.flush_raw()
+            if held is not None:
+                self._dispatch(held)
+
+        self._raw_flush = asyncio.get_running_loop().call_later(RAW_HOLD_S, flush)
+
+    def _transparent_closed(self) -> None:
+        """``CLOSED`` (4.2): the transparent link is gone and the module is in command mode."""
+        self.data_mode = False
+        link = self.transparent_link
+        if link is None:
+            return
+        if link.state is LinkState.CLOSING:
+            return  # our AT+CIPCLOSE; its +CIPCLOSE: result finishes the link
+        link.remote_closed = True
+        link.deliver_eof()
+        self._wakeup.set()
+
     def _route_push(self, event: PushedData) -> None:
         """Give pushed data to its link: named by ``+RECEIVE``, else found by address (4.1)."""
         if event.link is not None:
@@ -461,6 +528,11 @@ class Engine:
                 try:
                     await op
                 except TimeoutError as exc:
+                    if self.data_mode:
+                        # "AT" probes would go to the peer as data: nothing to resync.
+                        logger.error("scheduler: %s", exc)
+                        self._shutdown(ModuleUnresponsiveError(str(exc)))
+                        continue
                     logger.warning("scheduler: %s; resynchronising", exc)
                     await self._resync()
                 except (OSError, ProtocolError) as exc:
@@ -493,6 +565,7 @@ class Engine:
             and not link.readable
             and not link.remote_closed
             and not link.udp
+            and link is not self.transparent_link
         ]
 
     async def _poll(self) -> None:
@@ -530,8 +603,83 @@ class Engine:
         self._late.fail_all(exc)
         self._wakeup.set()
 
+    def _others_waiting(self) -> bool:
+        """Work that needs command mode: control jobs, other links, closing the raw one."""
+        if self._poll_due or any(not job.skip and not job.future.done() for job in self._control):
+            return True  # (in data mode the module holds its URCs: polls find link 1's data)
+        raw = self.transparent_link
+        if raw is not None and raw.close_requested:
+            return True
+        return any(
+            link is not raw and (link.wants_close() or link.wants_send() or link.wants_read())
+            for link in self.links.values()
+        )
+
+    def _transparent_op(self) -> Coroutine[Any, Any, None] | None:
+        """In transparent mode: raw writes in data mode, and the switches between modes."""
+        raw = self.transparent_link
+        if self.data_mode:
+            if self._others_waiting():
+                return self._escape()
+            if raw is not None and raw.tx and raw.state is LinkState.OPEN:
+                return self._raw_send(raw)
+            return None
+        if (
+            raw is not None
+            and raw.state is LinkState.OPEN
+            and not raw.remote_closed
+            and not raw.close_requested
+            and not self._others_waiting()
+        ):
+            return self._resume_data_mode()
+        return None
+
+    async def _escape(self) -> None:
+        """``+++`` with its guard times (2): to command mode, the raw link kept open.
+
+        The silence before it is counted from our last write plus a margin, as
+        the module counts from when it *read* our last byte. An escape the
+        module missed reached the peer as data (the limit of transparent mode);
+        it is tried again before the module is called unresponsive.
+        """
+        loop = asyncio.get_running_loop()
+        guard = self.escape_guard_s
+        for attempt in range(ESCAPE_ATTEMPTS):
+            silence = self._last_write + guard * ESCAPE_MARGIN + 0.05 - loop.time()
+            if silence > 0:
+                await asyncio.sleep(silence)
+            self._parser.expect_escape_ok()
+            try:
+                response = await self._exchange(Command(ESCAPE_SEQUENCE, 2 * guard + 2))
+            except TimeoutError:
+                logger.warning("no OK after +++ (attempt %d)", attempt + 1)
+                continue
+            if response.ok:
+                self.data_mode = False
+                return
+        raise TimeoutError(f"the module did not leave data mode after {ESCAPE_ATTEMPTS} escapes")
+
+    async def _resume_data_mode(self) -> None:
+        """``ATO`` (2): back to data mode; the link's held data flows again."""
+        response = await self._exchange(Command("ATO", at.DEFAULT_TIMEOUT_S), until_connect=True)
+        if not response.ok:
+            logger.warning("ATO failed: %s", response.error("ATO"))
+
+    async def _raw_send(self, link: Link) -> None:
+        chunk = bytes(link.tx[:RAW_WRITE_BYTES])
+        self._write(chunk)
+        self.stats.payload_sent += len(chunk)
+        del link.tx[: len(chunk)]
+        await self._writer.drain()
+        if link.owner is not None:
+            link.owner.link_sent()
+
     def _next_op(self) -> Coroutine[Any, Any, None] | None:
         """The next operation, round-robin over [control, link 0, link 1, ...]."""
+        if self.transparent_link is not None or self.data_mode:
+            op = self._transparent_op()
+            if op is not None or self.data_mode:
+                return op
         if self._poll_due:
             self._poll_due = False
             return self._poll()
@@ -554,7 +702,7 @@ class Engine:
 
     async def _run_job(self, job: Job) -> None:
         try:
-            response = await self._exchange(job.command)
+            response = await self._exchange(job.command, until_connect=job.until_connect)
         except BaseException as exc:
             if not job.future.done():
                 job.future.set_exception(exc)
@@ -571,6 +719,8 @@ class Engine:
             return None
         if link.wants_close():
             return self._close_op(link)
+        if link is self.transparent_link:
+            return None  # its data moves only in data mode
         can_read = not self.push_mode and link.wants_read()
         can_send = link.wants_send()
         if can_read and can_send:
@@ -713,6 +863,8 @@ class Engine:
 
     def release(self, link: Link, exc: BaseException | None) -> None:
         """The link is over in the module: finish it and free its number."""
+        if link is self.transparent_link:
+            self.transparent_link = None
         link.finish(exc)
         if self.links.get(link.number) is link:
             del self.links[link.number]

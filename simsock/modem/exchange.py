@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..at.commands import Command
 from ..at.errors import ProtocolError, err_to_oserror, ip_error_to_oserror
-from ..at.events import CmeError, Error, FinalResult, Line, Ok
+from ..at.events import CmeError, Connect, ConnectFail, Error, FinalResult, Line, Ok
 from ..at.fields import Field
 
 __all__ = ["InFlight", "LateResults", "Response"]
@@ -37,18 +37,20 @@ class Response:
 
     command: Command
     lines: list[str] = field(default_factory=list)
-    final: FinalResult | None = None
+    final: FinalResult | Connect | ConnectFail | None = None
     ip_error: str | None = None  # "+IP ERROR:" text or number
     cip_error: int | None = None  # "+CIPERROR:" code
 
     @property
     def ok(self) -> bool:
-        """The final result was ``OK``."""
-        return isinstance(self.final, Ok)
+        """The final result was ``OK`` (or ``CONNECT`` for a transparent open or ``ATO``)."""
+        return isinstance(self.final, Ok | Connect)
 
     def error(self, context: str | None = None) -> OSError:
         """The OSError this failed response stands for."""
         what = context or self.command.name.lstrip("+")
+        if isinstance(self.final, ConnectFail):
+            return err_to_oserror(1, context="CIPOPEN")  # CONNECT FAIL (3.3)
         if self.ip_error is not None:
             return ip_error_to_oserror(self.ip_error, context=what)
         if self.cip_error is not None:
@@ -75,13 +77,17 @@ class Response:
 class InFlight:
     """The one command in flight: collects its lines until the final result."""
 
-    __slots__ = ("_future", "accepts_other_lines", "prompt", "response")
+    __slots__ = ("_future", "accepts_other_lines", "prompt", "response", "until_connect")
 
-    def __init__(self, command: Command, *, wants_prompt: bool = False) -> None:
+    def __init__(
+        self, command: Command, *, wants_prompt: bool = False, until_connect: bool = False
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.response = Response(command)
         self._future: asyncio.Future[Response] = loop.create_future()
         self.prompt: asyncio.Future[None] | None = loop.create_future() if wants_prompt else None
+        # Transparent open and ATO end with CONNECT / CONNECT FAIL, not OK (3.3, 2).
+        self.until_connect = until_connect
         # ATI and friends answer with lines that are not "+NAME:"; take those too.
         self.accepts_other_lines = not command.name.startswith("+")
 
@@ -101,7 +107,7 @@ class InFlight:
         """Append an information line."""
         self.response.lines.append(text)
 
-    def finish(self, final: Ok | Error | CmeError) -> None:
+    def finish(self, final: Ok | Error | CmeError | Connect | ConnectFail) -> None:
         """The final result arrived."""
         self.response.final = final
         if self.prompt is not None and not self.prompt.done():

@@ -68,6 +68,7 @@ class Link:
         "remote_reason",
         "server",
         "state",
+        "transparent",
         "tx",
         "udp",
         "unconfirmed",
@@ -79,6 +80,7 @@ class Link:
         self.number = number
         self.peer = peer
         self.udp = udp
+        self.transparent = False  # the raw pipe of transparent mode (2)
         self.server = server  # the module server that accepted this link, if any
         self.datagrams: deque[tuple[bytes, tuple[str, int]]] = deque()  # UDP sends
         self.owner: LinkOwner | None = None

@@ -104,23 +104,25 @@ async def configure_push(engine: Engine) -> None:
     engine.push_mode = True
 
 
-async def select_family(engine: Engine, ip_family: int) -> None:
-    """``AT+CSOCKETPN=1,<family>`` (3.18); the module refuses it while the network is open."""
-    wanted = 6 if ip_family == 6 else 1
-    current = await engine.execute(at.query("+CSOCKETPN"))
-    values = current.info("+CSOCKETPN")
-    if current.ok and values and len(values[0]) > 1 and values[0][1] == wanted:
+async def before_netopen(engine: Engine, command: Command, wanted: list[int]) -> None:
+    """A setting the module takes only while the network is closed (CSOCKETPN 3.18, CIPMODE 3.10).
+
+    Nothing is sent when ``AT<name>?`` already answers ``wanted``. When the
+    module refuses it because the network is open, close the network, apply
+    it, and let the caller open the network again.
+    """
+    current = await engine.execute(at.query(command.name))
+    values = current.info(command.name)
+    if current.ok and values and values[0] == wanted:
         return
-    response = await engine.execute(at.csocketpn(ip_family))
-    if response.ok:
+    if (await engine.execute(command)).ok:
         return
-    # Open with the other family: close the network, switch, and open again below.
     closed = engine.expect_late("+NETCLOSE", None)
     if (await engine.execute(at.netclose())).ok:
         await asyncio.wait_for(closed, at.CIPTIMEOUT_DEFAULT_S)
     else:
         engine.discard_late("+NETCLOSE", None, closed)
-    (await engine.execute(at.csocketpn(ip_family))).raise_for_error()
+    (await engine.execute(command)).raise_for_error()
 
 
 class _Control(ModuleControl):
@@ -129,7 +131,12 @@ class _Control(ModuleControl):
 
 
 async def bring_up(
-    engine: Engine, *, rx_mode: str = "buffer", apn: str | None = None, ip_family: int = 4
+    engine: Engine,
+    *,
+    rx_mode: str = "buffer",
+    apn: str | None = None,
+    ip_family: int = 4,
+    transparent: bool = False,
 ) -> ModuleInfo:
     """The whole start-up sequence; returns what it learned."""
     await synchronise(engine)
@@ -139,7 +146,8 @@ async def bring_up(
     if apn is not None:
         (await engine.execute(at.cgdcont(apn))).raise_for_error()
     if ip_family == 6:
-        await select_family(engine, 6)
+        await before_netopen(engine, at.csocketpn(6), [1, 6])
+    await before_netopen(engine, at.cipmode(int(transparent)), [int(transparent)])
     await open_network(engine)
     if rx_mode == "buffer":
         (await engine.execute(at.ciprxget_mode(1))).raise_for_error()

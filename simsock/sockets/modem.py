@@ -59,6 +59,7 @@ class Modem(ModuleControl):
         *,
         url: str,
         rx_mode: str,
+        transparent: bool = False,
         bring_up: Callable[[], Awaitable[ModuleInfo]],
         recovery_backoff_s: tuple[float, ...] | None = None,
     ) -> None:
@@ -70,6 +71,8 @@ class Modem(ModuleControl):
         self.rx_mode = rx_mode
         self._background: set[asyncio.Future[None]] = set()
         self._servers: dict[int, ModuleServer] = {}
+        #: Transparent mode (AT+CIPMODE=1): the first connection on link 0 is a raw pipe.
+        self.transparent = transparent
         engine.on_client = self._client_accepted
 
         async def again() -> None:
@@ -270,21 +273,32 @@ class Modem(ModuleControl):
         paused: bool = False,
     ) -> tuple[LinkTransport, _P]:
         engine = self._engine
-        command_for = at.cipopen_tcp  # validated before a link is taken
-        link = self._allocate_link((ip, port))
-        command = command_for(link.number, ip, port, local_port)
+        at.cipopen_tcp(0, ip, port, local_port)  # validated before a link is taken
+        transparent = self.transparent and engine.transparent_link is None and 0 not in engine.links
+        link = Link(0, (ip, port)) if transparent else self._allocate_link((ip, port))
+        command = at.cipopen_tcp(link.number, ip, port, local_port)
+        if transparent:
+            engine.links[0] = link
+            engine.transparent_link = link  # raw bytes may follow CONNECT at once
+            link.transparent = True
         result = engine.expect_late("+CIPOPEN", link.number)
-        job = engine.submit(command)
+        job = engine.submit(command, until_connect=transparent)
         try:
             response = await job.wait()
-            if not response.ok:
+            if transparent:
+                engine.discard_late("+CIPOPEN", link.number, result)
+                if not response.ok:
+                    raise response.error("CIPOPEN")
+            elif not response.ok:
                 engine.discard_late("+CIPOPEN", link.number, result)
                 if result.done() and not result.cancelled():
                     raise err_to_oserror(result.result()[1], context="CIPOPEN")
                 raise response.error("CIPOPEN")
-            _, err = await asyncio.wait_for(asyncio.shield(result), engine.timeout_for(command))
-            if err != 0:
-                raise err_to_oserror(err, context="CIPOPEN")
+            else:
+                limit = engine.timeout_for(command)
+                _, err = await asyncio.wait_for(asyncio.shield(result), limit)
+                if err != 0:
+                    raise err_to_oserror(err, context="CIPOPEN")
         except asyncio.CancelledError:
             if not job.sent:
                 # Never written: nothing happened in the module.
@@ -298,7 +312,7 @@ class Modem(ModuleControl):
             raise
         except BaseException:
             if engine.links.get(link.number) is link:
-                del engine.links[link.number]
+                engine.release(link, None)
             raise
         link.reading = not paused
         engine.link_opened(link)
@@ -547,6 +561,8 @@ def open_modem(
     trace_lines: int = 0,
     poll_interval_s: float | None = None,
     recovery_backoff_s: tuple[float, ...] | None = None,
+    transparent: bool = False,
+    escape_guard_s: float | None = None,
     **serial_options: Any,
 ) -> _Opener:
     """Open the module at ``url`` (any pyserial URL or device path) and bring it up.
@@ -555,6 +571,9 @@ def open_modem(
     ``modem = await open_modem(url)`` then ``await modem.close()``. The module
     is synchronised (``AT``), echo is turned off, the network opened if
     needed and buffer-access receive mode selected (``rx_mode="buffer"``).
+    ``transparent=True`` selects transparent mode (``AT+CIPMODE=1``, 2): the
+    first connection opened on link 0 is a raw pipe (``escape_guard_s`` is the
+    ``+++`` guard time), other links work in command mode between escapes.
     ``ip_family=6`` selects an IPv6 PDP context (``AT+CSOCKETPN=1,6``, 3.18)
     before the network opens; ``apn`` sets ``AT+CGDCONT`` first.
     """
@@ -570,6 +589,8 @@ def open_modem(
         trace_lines=trace_lines,
         poll_interval_s=poll_interval_s,
         recovery_backoff_s=recovery_backoff_s,
+        transparent=transparent,
+        escape_guard_s=escape_guard_s,
         **serial_options,
     )
     return _Opener(url, kwargs)
@@ -585,6 +606,8 @@ async def _start(
     trace_lines: int,
     poll_interval_s: float | None,
     recovery_backoff_s: tuple[float, ...] | None,
+    transparent: bool,
+    escape_guard_s: float | None,
     **serial_options: Any,
 ) -> Modem:
     reader, writer = await serial_asyncio.open_serial_connection(
@@ -593,10 +616,14 @@ async def _start(
     engine = Engine(reader, writer, trace_lines=trace_lines)
     if poll_interval_s is not None:
         engine.poll_interval_s = poll_interval_s
+    if escape_guard_s is not None:
+        engine.escape_guard_s = escape_guard_s
     engine.start()
 
     def again() -> Awaitable[ModuleInfo]:
-        return bring_up(engine, rx_mode=rx_mode, apn=apn, ip_family=ip_family)
+        return bring_up(
+            engine, rx_mode=rx_mode, apn=apn, ip_family=ip_family, transparent=transparent
+        )
 
     try:
         info = await again()
@@ -608,6 +635,7 @@ async def _start(
         info,
         url=url,
         rx_mode=rx_mode,
+        transparent=transparent,
         bring_up=again,
         recovery_backoff_s=recovery_backoff_s,
     )

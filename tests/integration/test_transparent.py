@@ -1,0 +1,80 @@
+"""Transparent mode (AT+CIPMODE=1): link 0 as a raw pipe, +++ / ATO while link 1 works."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+import simsock
+from simsock.emulator import VirtualModem
+
+from .test_tcp_streams import echo_through, nasty_payload
+
+GUARD_S = 0.2  # a short +++ guard time, the same on both sides, keeps the test fast
+
+
+@pytest.fixture
+async def raw_modem() -> AsyncIterator[simsock.Modem]:
+    async with (
+        VirtualModem(escape_guard_s=GUARD_S) as vm,
+        simsock.open_modem(vm.url, transparent=True, escape_guard_s=GUARD_S) as modem,
+    ):
+        yield modem
+
+
+async def test_transparent_mebibyte_echo(
+    raw_modem: simsock.Modem, echo_server: tuple[str, int]
+) -> None:
+    payload = nasty_payload(1024 * 1024, seed=21) + b"\r\nCLOSED"  # marker-like, not at the end
+    received = await echo_through(raw_modem, echo_server, payload)
+    assert len(received) == len(payload)
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    # the raw pipe carries no AT framing: far fewer commands than 1 MiB of CIPSEND/CIPRXGET
+    assert raw_modem.engine.stats.commands < 100
+
+
+async def test_commands_between_escapes_while_the_raw_link_stays_open(
+    raw_modem: simsock.Modem, echo_server: tuple[str, int]
+) -> None:
+    reader0, writer0 = await raw_modem.open_connection(*echo_server)
+    assert writer0.get_extra_info("link") == 0
+    writer0.write(b"raw first")
+    assert await asyncio.wait_for(reader0.readexactly(9), 10) == b"raw first"
+    assert raw_modem.engine.data_mode
+
+    # each command escapes with +++, runs in command mode, and ATO returns to data mode
+    assert await raw_modem.ip_address()
+    assert any(line.startswith("+CSQ") for line in await raw_modem.command("AT+CSQ"))
+    payload = nasty_payload(20_000, seed=22)
+    writer0.write(payload)
+    assert await asyncio.wait_for(reader0.readexactly(len(payload)), 20) == payload
+    # the module refuses client opens on link 1 in transparent mode (3.3)
+    with pytest.raises(OSError, match="CIPOPEN"):
+        await raw_modem.open_connection(*echo_server)
+    writer0.write(b"still raw")
+    assert await asyncio.wait_for(reader0.readexactly(9), 20) == b"still raw"
+    writer0.close()
+    await asyncio.wait_for(writer0.wait_closed(), 20)
+    assert raw_modem.engine.links == {}
+    assert not raw_modem.engine.data_mode
+
+
+async def test_peer_close_in_data_mode(raw_modem: simsock.Modem) -> None:
+    async def blurt(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"x" * 5000 + b"\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(blurt, "127.0.0.1", 0)
+    async with server:
+        reader, writer = await raw_modem.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        assert await asyncio.wait_for(reader.read(), 10) == b"x" * 5000 + b"\r\n"
+        writer.close()
+        await writer.wait_closed()
+    assert not raw_modem.engine.data_mode
+    assert await raw_modem.ip_address()
