@@ -29,6 +29,7 @@ from simsock.at.events import (
     Ok,
     Prompt,
     PushedData,
+    RawData,
     ReceivedData,
     TransparentClosed,
 )
@@ -241,3 +242,29 @@ def test_the_core_imports_no_io() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@given(
+    st.binary(max_size=3000).filter(lambda b: not b.endswith(b"\r\nCLOSED\r\n")),
+    st.lists(st.integers(min_value=0, max_value=3100), max_size=20),
+)
+def test_transparent_data_mode_any_split(payload: bytes, cuts: list[int]) -> None:
+    """After CONNECT every byte is the link's until CLOSED ends the stream, however split."""
+    stream = b"\r\nCONNECT 115200\r\n" + payload + b"\r\nCLOSED\r\n\r\nOK\r\n"
+    points = sorted({c for c in cuts if c <= len(stream)})
+    parser = Parser()
+    data = bytearray()
+    tail: list[Event] = []
+    for a, b in zip([0, *points], [*points, len(stream)], strict=True):
+        parser.feed(stream[a:b])
+        for event in parser.events():
+            if isinstance(event, Connect):
+                parser.enter_raw()
+            elif isinstance(event, RawData):
+                assert not tail
+                data += event.data
+            else:
+                tail.append(event)
+    assert bytes(data) == payload
+    assert tail == [TransparentClosed(), Ok()]
+    assert not parser.raw
