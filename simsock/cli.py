@@ -1,4 +1,10 @@
-"""The ``simsock`` command line (also ``python -m simsock``)."""
+"""The ``simsock`` command line (also ``python -m simsock``).
+
+Every command that talks to a module takes ``--port URL`` (any pyserial URL
+or device path); without it a virtual SIM7028 starts in the same process,
+so each command also works with no hardware. ``--trace FILE`` records every
+byte both ways (:mod:`simsock.trace`); ``-v`` / ``-vv`` turn on logging.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,78 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any
 
-__all__ = ["main"]
+from . import __version__
+
+__all__ = ["main", "modem_session"]
+
+logger = logging.getLogger("simsock.cli")
+
+EPILOG = """\
+examples:
+  simsock demo                          fetch a page through a virtual SIM7028
+  simsock emulate --tcp                 serve a virtual SIM7028; prints socket://127.0.0.1:PORT
+  simsock probe --port /dev/ttyUSB2     what a real module says about itself
+  echo AT+CSQ | simsock at              an AT terminal (interactive or scripted)
+  simsock get http://127.0.0.1:8000/ -o page.html
+  simsock --trace wire.log probe        then: simsock trace-replay wire.log
+  simsock bench --quick                 throughput over virtual serial lines
+
+Without --port, commands start their own virtual SIM7028 (on a pty); it
+reaches 127.0.0.1 and ::1 only.  Docs: docs/index.md.
+"""
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``-v`` and ``--trace``, accepted before and after the command name."""
+    # Below the top level the defaults are SUPPRESSed, so a subcommand that is
+    # not given the option does not overwrite what came before its name.
+    default: Any = argparse.SUPPRESS
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else default,
+        help="log more: -v progress, -vv every AT exchange (logger simsock.modem.wire)",
+    )
+    parser.add_argument(
+        "--trace",
+        metavar="FILE",
+        default=None if top else default,
+        help="write every byte both ways, timestamped, to FILE ('-': stderr); "
+        "read it back with 'simsock trace-replay FILE'",
+    )
+
+
+def _modem_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the module")
+    group.add_argument(
+        "--port",
+        metavar="URL",
+        help="the module's serial port: a device (/dev/ttyUSB2), socket://HOST:PORT, "
+        "rfc2217://..., or what 'simsock emulate' printed (default: a fresh virtual SIM7028)",
+    )
+    group.add_argument(
+        "--baud",
+        type=int,
+        default=None,
+        help="line rate (default 115200; a virtual module is paced at this rate only if given)",
+    )
+    group.add_argument("--apn", help="set the PDP context's APN (AT+CGDCONT) before NETOPEN")
+    group.add_argument(
+        "--ipv6", action="store_true", help="open an IPv6 PDP context (AT+CSOCKETPN=1,6)"
+    )
+    group.add_argument(
+        "--rx-mode",
+        choices=("buffer", "push"),
+        default="buffer",
+        help="receive mode: buffer access (AT+CIPRXGET=1, flow-controlled) or direct push",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -17,18 +91,24 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="simsock",
         description="asyncio networking over a SIMCom SIM7028's AT TCP/IP stack, "
         "with a virtual SIM7028 for when there is no hardware.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more logging (-vv: AT trace)"
-    )
+    parser.add_argument("--version", action="version", version=f"simsock {__version__}")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser(
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        child = sub.add_parser(name, help=help, description=description)
+        _global_options(child, top=False)
+        return child
+
+    demo = command(
         "demo",
-        help="fetch a page through the modem (a virtual SIM7028 unless --port is given)",
-        description="Fetch a web page through the modem with the asyncio streams API and show "
-        "what crossed the serial line. With no --port, a virtual SIM7028 and a local HTTP "
-        "server start on 127.0.0.1.",
+        "fetch a page through the modem and show the AT exchange",
+        "Fetch a web page through the modem with the asyncio streams API and show what "
+        "crossed the serial line. With no --port, a virtual SIM7028 and a local HTTP server "
+        "start on 127.0.0.1.",
     )
     demo.add_argument("--port", metavar="URL", help="a real module: a pyserial URL or device path")
     demo.add_argument("--baud", type=int, default=921600, help="line rate (default 921600)")
@@ -36,12 +116,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--http-port", type=int, default=80, help="with --port: its port")
     demo.add_argument("--path", default="/", help="with --port: the path to GET")
 
-    emulate = sub.add_parser(
+    emulate = command(
         "emulate",
-        help="run a virtual SIM7028 on a pty or TCP port",
-        description="Serve a virtual SIM7028 on a pty (default) or a TCP port, bridging its "
-        "sockets to this machine's network (127.0.0.1 and ::1 unless --allow says more). "
-        "Prints the URL to open, then runs until interrupted.",
+        "run a virtual SIM7028 on a pty or TCP port",
+        "Serve a virtual SIM7028 on a pty (default) or a TCP port, bridging its sockets to "
+        "this machine's network (127.0.0.1 and ::1 unless --allow says more). Prints the URL "
+        "to open on the first line of standard output, then runs until interrupted.",
     )
     emulate.add_argument("--tcp", action="store_true", help="serve on a TCP port, not a pty")
     emulate.add_argument("--listen", default="127.0.0.1", help="address for --tcp")
@@ -61,7 +141,192 @@ def _build_parser() -> argparse.ArgumentParser:
         "--dns", action="append", default=[], metavar="NAME=IP", help="an AT+CDNSGIP answer"
     )
     emulate.add_argument("--seed", type=int, default=None, help="seed of the random source")
+    faults = emulate.add_argument_group("faults and quirks")
+    faults.add_argument(
+        "--no-echo", action="store_true", help="start with echo off (a real module starts ATE1)"
+    )
+    faults.add_argument(
+        "--sticky-echo", action="store_true", help="keep echoing whatever ATE0 says"
+    )
+    faults.add_argument(
+        "--urc-noise",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="inject this URC line between response lines, results and prompts (repeatable)",
+    )
+    faults.add_argument(
+        "--rx-buffer",
+        type=int,
+        default=64 * 1024,
+        metavar="BYTES",
+        help="each link's receive buffer in the module (default 65536)",
+    )
+    faults.add_argument(
+        "--drop-network-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="after S seconds the network drops (+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY)",
+    )
+
+    at_cmd = command(
+        "at",
+        "an AT terminal: type commands, see answers and URCs",
+        "Read AT command lines from standard input (a keyboard or a piped script), send "
+        "each through the engine (checked; payload and mode-switching commands are refused) "
+        "and print the answer. Unsolicited result codes are printed as they arrive, "
+        "decoded by simsock's parser. Lines starting with # are comments. The exit status "
+        "is 1 when a command failed.",
+    )
+    _modem_options(at_cmd)
+    at_cmd.add_argument(
+        "--linger",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="at the end of the input, wait S seconds for late results and URCs (default 0.5)",
+    )
+
+    probe = command(
+        "probe",
+        "show what the module says about itself",
+        "Ask the module for its identity and firmware (ATI, AT+CGMR), SIM (AT+CPIN?), "
+        "signal (AT+CSQ), registration (AT+CEREG?), system (AT+CPSI?), network state, IP "
+        "address, DNS servers, capabilities, timeouts and socket configuration.",
+    )
+    _modem_options(probe)
+    probe.add_argument("--json", action="store_true", help="print one JSON object")
+
+    get = command(
+        "get",
+        "HTTP(S) GET through the module, with a progress bar",
+        "Fetch URL through the module; the body goes to standard output or -o FILE, a "
+        "progress bar to standard error. Without --port the URL's host must be 127.0.0.1, "
+        "::1 or localhost (the virtual SIM7028 reaches nothing else).",
+    )
+    get.add_argument("url", metavar="URL", help="http:// or https:// URL")
+    get.add_argument("-o", "--output", metavar="FILE", help="write the body here, not to stdout")
+    get.add_argument(
+        "--client",
+        choices=("auto", "httpx", "streams"),
+        default="auto",
+        help="httpx (simsock.ecosystem.ModemTransport) or the built-in HTTP/1.1 client over "
+        "asyncio streams (default: httpx when installed)",
+    )
+    get.add_argument("--cacert", metavar="FILE", help="also trust the CAs in FILE for HTTPS")
+    get.add_argument("-k", "--insecure", action="store_true", help="do not verify certificates")
+    _modem_options(get)
+
+    replay = command(
+        "trace-replay",
+        "decode a wire trace with simsock's parser",
+        "Feed the module-to-host bytes of a trace written with --trace to simsock's parser "
+        "and print each event (the host's writes are shown in order too). Exit status 1 "
+        "when the parser found a protocol error.",
+    )
+    from .trace import add_replay_arguments
+
+    add_replay_arguments(replay)
+
+    sub.add_parser(
+        "bench",
+        help="benchmarks over virtual serial lines ('simsock bench --help')",
+        add_help=False,
+        description="Every argument after 'bench' goes to simsock.bench.",
+    )
     return parser
+
+
+# -- opening a module --------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def modem_session(args: argparse.Namespace, **options: Any) -> AsyncIterator[Any]:
+    """The module ``args.port`` names, or a fresh virtual SIM7028; yields the open ``Modem``.
+
+    ``--trace`` starts the wire trace; ``options`` go to :func:`simsock.open_modem`.
+    """
+    from .trace import open_traced_modem
+
+    async with contextlib.AsyncExitStack() as stack:
+        url = args.port
+        baud = args.baud
+        if url is None:
+            from .emulator import VirtualModem
+
+            vm = await stack.enter_async_context(VirtualModem(baudrate=baud))
+            url = vm.url
+            logger.info("virtual SIM7028 on %s", url)
+        modem = await stack.enter_async_context(
+            open_traced_modem(
+                url,
+                args.trace,
+                baudrate=baud or 115200,
+                rx_mode=args.rx_mode,
+                apn=args.apn,
+                ip_family=6 if args.ipv6 else 4,
+                **options,
+            )
+        )
+        yield modem
+
+
+async def _run_at(args: argparse.Namespace) -> int:
+    from .terminal import run_terminal
+
+    async with modem_session(args) as modem:
+        failures = await run_terminal(modem, linger_s=args.linger)
+    return 1 if failures else 0
+
+
+async def _run_probe(args: argparse.Namespace) -> int:
+    from .terminal import print_facts, probe
+
+    async with modem_session(args) as modem:
+        facts = await probe(modem)
+    print_facts(facts, sys.stdout, as_json=args.json)
+    return 0
+
+
+_LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+async def _run_get(args: argparse.Namespace) -> int:
+    from .fetch import fetch_url, have_httpx, split_url
+
+    _, host, _, _ = split_url(args.url)
+    if args.port is None and host not in _LOCAL_HOSTS:
+        print(
+            f"simsock get: {host} is not on this machine; the virtual SIM7028 only reaches "
+            "127.0.0.1, ::1 and localhost. Give --port for a real module.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.client == "httpx" and not have_httpx():
+        print("simsock get: --client httpx needs 'pip install simsock[httpx]'", file=sys.stderr)
+        return 2
+    async with modem_session(args) as modem:
+        if args.output:
+            # A local file opens at once; nothing is waiting on the loop yet.
+            with open(args.output, "wb") as sink:  # noqa: ASYNC230
+                result = await _fetch(fetch_url, modem, args, sink)
+        else:
+            result = await _fetch(fetch_url, modem, args, sys.stdout.buffer)
+    print(f"HTTP {result.status} {result.reason} ({result.client})", file=sys.stderr)
+    return 0 if result.status < 400 else 1
+
+
+async def _fetch(fetch_url: Any, modem: Any, args: argparse.Namespace, sink: Any) -> Any:
+    return await fetch_url(
+        modem,
+        args.url,
+        sink,
+        progress_to=sys.stderr,
+        client=args.client,
+        cafile=args.cacert,
+        insecure=args.insecure,
+    )
 
 
 async def _emulate(args: argparse.Namespace) -> None:
@@ -74,6 +339,11 @@ async def _emulate(args: argparse.Namespace) -> None:
             raise SystemExit(f"--dns takes NAME=IP, not {entry!r}")
         dns[name] = ip
     allow = ("127.0.0.1", "::1", "localhost", *args.allow)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
     async with VirtualModem(
         transport="tcp" if args.tcp else "pty",
         host=args.listen,
@@ -82,41 +352,73 @@ async def _emulate(args: argparse.Namespace) -> None:
         latency_s=args.latency,
         allow_hosts=allow,
         dns=dns,
+        echo=not args.no_echo,
+        sticky_echo=args.sticky_echo,
+        urc_noise=args.urc_noise,
         seed=args.seed,
+        rx_buffer_bytes=args.rx_buffer,
     ) as vm:
         print(vm.url, flush=True)
-        await asyncio.Event().wait()
+        if args.drop_network_after is not None:
+            loop.call_later(args.drop_network_after, vm.drop_network)
+        await stop.wait()
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _run(coro: Coroutine[Any, Any, object]) -> int:
+    try:
+        status = asyncio.run(coro)
+        return status if isinstance(status, int) else 0
+    except KeyboardInterrupt:
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _build_parser().parse_args(argv)
-    level = (
-        logging.WARNING
-        if args.verbose == 0
-        else logging.INFO
-        if args.verbose == 1
-        else logging.DEBUG
-    )
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.command == "demo":
-        from .demo import run_demo
+    parser = _build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        from .bench import main as bench_main  # lazy: loads nothing unless asked
 
-        asyncio.run(
-            run_demo(
-                args.port,
-                host=args.host,
-                http_port=args.http_port,
-                path=args.path,
-                baudrate=args.baud,
+        return bench_main(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _configure_logging(args.verbose)
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return _run(
+                run_demo(
+                    args.port,
+                    host=args.host,
+                    http_port=args.http_port,
+                    path=args.path,
+                    baudrate=args.baud,
+                    trace=args.trace,
+                )
             )
-        )
+        if args.command == "emulate":
+            return _run(_emulate(args))
+        if args.command == "trace-replay":
+            from .trace import run_replay
+
+            return run_replay(args)
+        runners = {"at": _run_at, "probe": _run_probe, "get": _run_get}
+        return _run(runners[args.command](args))
+    except BrokenPipeError:
+        # The reader of our output went away (| head): not an error of ours.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    if args.command == "emulate":
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_emulate(args))
-        return 0
-    raise AssertionError(args.command)
+    except (OSError, ValueError, EOFError) as exc:
+        # Failures a user can act on (no such port, module silent, bad URL): one line.
+        print(f"simsock {args.command}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

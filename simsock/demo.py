@@ -14,7 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from .sockets.modem import Modem, open_modem
+from .sockets.modem import Modem
+from .trace import open_traced_modem
 
 __all__ = ["DemoResult", "fetch", "run_demo", "serve_page"]
 
@@ -124,10 +125,15 @@ async def run_demo(
     http_port: int = 80,
     path: str = "/",
     baudrate: int | None = 921600,
+    trace: str | None = None,
 ) -> DemoResult:
-    """Run the demo and print what happened; returns the result (the tests use it)."""
+    """Run the demo and print what happened; returns the result (the tests use it).
+
+    ``trace`` names a file for a wire trace (:mod:`simsock.trace`).
+    """
+    options = {"baudrate": baudrate or 115200, "trace_lines": 200}
     if port is not None:
-        async with open_modem(port, baudrate=baudrate or 115200, trace_lines=200) as modem:
+        async with open_traced_modem(port, trace, **options) as modem:
             result = await fetch(modem, host, http_port, path)
         print(_report(result, None))
         return result
@@ -137,7 +143,7 @@ async def run_demo(
     page = _page()
     async with serve_page(page) as server_port, VirtualModem(baudrate=baudrate) as vm:
         print(f"virtual SIM7028 on {vm.url}, HTTP server on 127.0.0.1:{server_port}")
-        async with open_modem(vm.url, baudrate=baudrate or 115200, trace_lines=200) as modem:
+        async with open_traced_modem(vm.url, trace, **options) as modem:
             result = await fetch(modem, "127.0.0.1", server_port, "/")
     print(_report(result, baudrate))
     if result.body != page:
