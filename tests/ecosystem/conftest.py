@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import hashlib
 import http.server
-import re
 import os
+import re
 import shutil
 import socket
 import ssl
