@@ -5,7 +5,10 @@ library against it. It is built like the library, a sans-I/O AT
 interpreter (:class:`Interpreter`, bytes and network outcomes in, bytes and
 :mod:`~simsock.emulator.actions` out) inside a thin asyncio shell that bridges
 the module's links and servers to host sockets and paces the serial line at
-its baud rate.
+its baud rate. Faults (network loss, peer resets, restarts, line noise, a mute
+module, URC storms, full send buffers, connect timeouts, forgotten
+notices, withheld prompts, chunked output, latency jitter) are injected as
+options or calls, all driven by one seeded random source (:mod:`.faults`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ from .actions import (
     StopListening,
 )
 from .device import VirtualModem
+from .faults import HOSTILE, FaultConfig, Faults
 from .interpreter import Interpreter, Stats
 from .settings import ModuleConfig, ModuleSettings
 
 __all__ = [
+    "HOSTILE",
     "Action",
     "Close",
+    "FaultConfig",
+    "Faults",
     "Interpreter",
     "Listen",
     "ModuleConfig",

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ logger = logging.getLogger("simsock.emulator")
 
 #: How often a CIPSENDMODE=1 send checks whether its socket's buffer is empty (s).
 ACK_POLL_S: Final = 0.005
+#: SO_LINGER on, zero seconds: close() sends RST instead of FIN.
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 #: Why a link's socket is not being read.
 _FULL: Final = "module buffer full"
 _SERIAL: Final = "serial line backlog"
@@ -189,6 +192,27 @@ class Bridge:
         for link in list(self._links):
             self._close(link)
         await asyncio.sleep(0)  # let transports run their connection_lost
+
+    def reset(self, link: int) -> bool:
+        """Fault injection: link ``link``'s connection is reset (RST both ways).
+
+        The host socket is aborted with a zero linger time, so the real peer
+        gets a reset, and the interpreter reports ``+IPCLOSE: <link>,1`` (4.2).
+        ``False`` when the link has no TCP connection.
+        """
+        sock = self._links.get(link)
+        transport = sock.transport if sock is not None else None
+        if sock is None or not isinstance(transport, asyncio.WriteTransport):
+            return False
+        del self._links[link]
+        sock.closed = True
+        raw = transport.get_extra_info("socket")
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
+        self.tell(self.interpreter.peer_closed, link)
+        return True
 
     # --- links -----------------------------------------------------------------------
 

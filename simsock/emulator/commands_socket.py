@@ -214,6 +214,9 @@ def _cipopen(m: Interpreter, command: Command) -> None:
         m.connect_failed(link, ERR_NETWORK)
     else:
         lk.remote_host, lk.remote_port = address, port
+        if m.faults.connect_times_out(name, address):
+            m.time_out_connect(link)  # a black hole: no SYN-ACK ever comes
+            return
         timeout_s = m.settings.timeouts_ms[1] / 1000
         m.request(OpenTcp(link, address, port, name, local_port, timeout_s))
 

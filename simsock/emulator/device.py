@@ -13,11 +13,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from .bridge import Bridge
+from .faults import HOSTILE_URC_NOISE, FaultConfig
+from .faults import preset as fault_preset
 from .interpreter import Interpreter, Stats
 from .pacing import Pacer
 from .ports import PtyPort, SerialPort, TcpPort
@@ -48,6 +51,18 @@ class VirtualModem:
     names in ``AT+CIPOPEN``. See :class:`~.settings.ModuleConfig` for
     ``echo``, ``sticky_echo``, ``urc_noise``, ``seed``, ``rx_buffer_bytes``
     and ``escape_guard_s``.
+
+    Faults: ``preset`` (``"hostile"``: see :meth:`hostile`) or ``faults`` (a
+    :class:`~.faults.FaultConfig`) give the starting point, and the keyword
+    options ``line_noise``, ``drop_bytes``, ``chunking``, ``jitter_s``,
+    ``forget_data_urc``, ``send_buffer_full``, ``connect_timeout_hosts`` and
+    ``connect_timeout_s`` override single fields of it. Every random decision
+    draws from one source seeded with ``seed`` (``None``: drawn, logged and
+    kept in :attr:`seed`). Faults can also be injected at any moment:
+    :meth:`drop_network`, :meth:`reset_peer`, :meth:`restart`, :meth:`mute`,
+    :meth:`corrupt_next_output`, :meth:`corrupt_next_input`, :meth:`urc_storm`,
+    :meth:`send_buffer_full`, :meth:`connect_timeout`, :meth:`forget_data_urc`
+    and :meth:`withhold_prompt`.
     """
 
     def __init__(
@@ -68,17 +83,49 @@ class VirtualModem:
         escape_guard_s: float = 1.0,
         bind_host: str = "127.0.0.1",
         bind_host6: str = "::1",
+        preset: str | None = None,
+        faults: FaultConfig | None = None,
+        line_noise: float | None = None,
+        drop_bytes: float | None = None,
+        chunking: bool | None = None,
+        jitter_s: float | None = None,
+        forget_data_urc: float | None = None,
+        send_buffer_full: float | None = None,
+        connect_timeout_hosts: Iterable[str] | None = None,
+        connect_timeout_s: float | None = None,
     ) -> None:
         if transport not in ("pty", "tcp"):
             raise ValueError(f"transport must be 'pty' or 'tcp', not {transport!r}")
+        if preset is not None and faults is not None:
+            raise ValueError("give a fault preset or a FaultConfig, not both")
+        overrides: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("line_noise", line_noise),
+                ("drop_bytes", drop_bytes),
+                ("chunking", chunking),
+                ("jitter_s", jitter_s),
+                ("forget_data_urc", forget_data_urc),
+                ("send_buffer_full", send_buffer_full),
+                ("connect_timeout_s", connect_timeout_s),
+            )
+            if value is not None
+        }
+        if connect_timeout_hosts is not None:
+            overrides["connect_timeout_hosts"] = frozenset(connect_timeout_hosts)
+        base = faults if faults is not None else fault_preset(preset or "calm")
+        noise = tuple(urc_noise)
+        if preset == "hostile" and not noise:
+            noise = HOSTILE_URC_NOISE
         config = ModuleConfig(
             echo=echo,
             sticky_echo=sticky_echo,
             latency_s=latency_s,
-            urc_noise=tuple(urc_noise),
+            urc_noise=noise,
             seed=seed,
             rx_buffer_bytes=rx_buffer_bytes,
             escape_guard_s=escape_guard_s,
+            faults=dataclasses.replace(base, **overrides),
         )
         if dns is not None:
             config = dataclasses.replace(config, dns=dict(dns))
@@ -95,6 +142,16 @@ class VirtualModem:
         self._outbuf = bytearray()
         self._output_ready = asyncio.Event()
         self._started = False
+
+    @classmethod
+    def hostile(cls, seed: int | None = None, **options: Any) -> VirtualModem:
+        """A module that is hard to talk to but loses nothing a correct host would not recover.
+
+        Output comes in random pieces, each command's latency jitters, unknown
+        URCs appear between lines, one ``+CIPRXGET: 1`` in fifty is forgotten
+        (see :data:`~.faults.HOSTILE`). ``options`` are the constructor's.
+        """
+        return cls(preset="hostile", seed=seed, **options)
 
     # --- public surface ------------------------------------------------------------------
 
@@ -120,10 +177,88 @@ class VirtualModem:
         self._interpreter.inject_urc(text)
         self._pump()
 
+    @property
+    def seed(self) -> int:
+        """The seed of the module's random source (``seed=`` replays its decisions)."""
+        return self._interpreter.seed
+
+    @property
+    def faults_applied(self) -> Counter[str]:
+        """How many faults of each kind took effect so far."""
+        return self._interpreter.faults.applied
+
     def drop_network(self) -> None:
         """Fault injection: the network drops (``+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY``)."""
+        if self._interpreter.network_open and not self._interpreter.network_lost:
+            self._interpreter.faults.applied["drop_network"] += 1
         self._interpreter.drop_network()
         self._pump()
+
+    def reset_peer(self, link: int) -> bool:
+        """Fault injection: link ``link``'s TCP connection is reset: ``+IPCLOSE: <link>,1``.
+
+        The real peer gets a reset too. ``False`` when the link has no TCP connection.
+        """
+        if self._bridge is None or not self._bridge.reset(link):
+            return False
+        self._interpreter.faults.applied["reset_peer"] += 1
+        return True
+
+    def restart(self, boot_s: float = 0.0, *, cut_output: bool = False) -> None:
+        """Fault injection: the module restarts (state lost, links and servers closed).
+
+        After ``boot_s`` of silence: ``RDY``, ``+CPIN: READY``, ``SMS Ready``,
+        echo on. ``cut_output`` also drops output not yet on the line, which
+        can cut a line or a payload block in the middle, as a power cut does.
+        """
+        if cut_output:
+            self._outbuf.clear()
+        self._interpreter.restart(self._now(), boot_s)
+        self._pump()
+
+    def mute(self, seconds: float | None = None) -> None:
+        """Fault injection: read and discard commands, answer nothing (``None``: until unmuted)."""
+        self._interpreter.mute(self._now(), seconds)
+        self._pump()
+
+    def unmute(self) -> None:
+        """Answer again after :meth:`mute`."""
+        self._interpreter.unmute()
+        self._pump()
+
+    def corrupt_next_output(self, nbytes: int = 1) -> None:
+        """Fault injection: the next ``nbytes`` bytes to the host are corrupted on the line."""
+        self._interpreter.faults.to_host.corrupt += _count(nbytes)
+        self._interpreter.faults.applied["corrupt_output"] += 1
+
+    def corrupt_next_input(self, nbytes: int = 1) -> None:
+        """Fault injection: the next ``nbytes`` bytes from the host are corrupted on the line."""
+        self._interpreter.faults.from_host.corrupt += _count(nbytes)
+        self._interpreter.faults.applied["corrupt_input"] += 1
+
+    def urc_storm(self, count: int = 300) -> None:
+        """Fault injection: ``count`` URCs (``+CIPRXGET: 1,<n>`` and unknown ones) at once."""
+        self._interpreter.urc_storm(count)
+        self._pump()
+
+    def send_buffer_full(self, link: int | None = None) -> None:
+        """Fault injection: the next CIPSEND on ``link`` (or any) gets ``+CIPSEND: <l>,<n>,0``."""
+        self._interpreter.faults.arm_send_buffer_full(link)
+
+    def connect_timeout(self, count: int = 1) -> None:
+        """Fault injection: the next ``count`` TCP CIPOPENs end ``+CIPOPEN: <link>,10``."""
+        self._interpreter.faults.arm_connect_timeout(count)
+
+    def forget_data_urc(self, count: int = 1) -> None:
+        """Fault injection: the next ``count`` ``+CIPRXGET: 1,<link>`` notices are not sent."""
+        self._interpreter.faults.arm_forget_data_urc(count)
+
+    def withhold_prompt(self, count: int = 1) -> None:
+        """Fault injection: the next ``count`` CIPSENDs get no ``>`` (ESC first cancels)."""
+        self._interpreter.faults.arm_withhold_prompt(count)
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     async def start(self) -> None:
         """Open the serial port and start serving it."""
@@ -144,7 +279,12 @@ class VirtualModem:
             asyncio.ensure_future(self._write_loop()),
         ]
         self._started = True
-        logger.info("virtual SIM7028 on %s (baud rate %s)", self._port.url, self.baudrate)
+        logger.info(
+            "virtual SIM7028 on %s (baud rate %s, seed %d)",
+            self._port.url,
+            self.baudrate,
+            self.seed,
+        )
 
     async def stop(self) -> None:
         """Close every socket and the serial port."""
@@ -221,14 +361,24 @@ class VirtualModem:
 
     async def _write_loop(self) -> None:
         pacer = Pacer(self.baudrate)
+        faults = self._interpreter.faults
         while True:
             if not self._outbuf:
                 self._output_ready.clear()
                 await self._output_ready.wait()
                 continue
-            chunk = bytes(self._outbuf[: pacer.chunk_bytes])
+            size = faults.chunk_size(min(len(self._outbuf), pacer.chunk_bytes))
+            chunk = bytes(self._outbuf[:size])
             del self._outbuf[: len(chunk)]
             await pacer.spend(len(chunk))
             await self._port.write(chunk)
+            if faults.config.chunking:
+                await asyncio.sleep(0)  # let the host read this piece on its own
             if self._bridge is not None and len(self._outbuf) < SERIAL_BACKLOG_LOW:
                 self._bridge.pause_all(False)
+
+
+def _count(nbytes: int) -> int:
+    if nbytes < 0:
+        raise ValueError(f"a byte count cannot be negative: {nbytes}")
+    return nbytes

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -31,6 +31,7 @@ from .cmdline import CommandLine, CommandLineReader
 from .command import (
     ERR_NETWORK,
     ERR_NOT_SUPPORTED,
+    ERR_TIMEOUT,
     Handler,
     ParamError,
     frame,
@@ -39,6 +40,7 @@ from .command import (
 from .commands_general import GENERAL_HANDLERS
 from .commands_server import SERVER_HANDLERS
 from .commands_socket import SOCKET_HANDLERS
+from .faults import START_UP_URCS, STORM_URCS, Faults
 from .links import Link, LinkState
 from .payload import PayloadReader, PayloadState
 from .settings import (
@@ -59,6 +61,8 @@ logger = logging.getLogger("simsock.emulator")
 URC_HOLD_S: Final = 1.0
 
 _PROMPT: Final = b"\r\n> "  # 1: "<CR><LF>>" and a space, no line end
+#: Most URCs one :meth:`Interpreter.urc_storm` sends.
+MAX_STORM_URCS: Final = 100_000
 #: Entering transparent data mode; the rate is what the reference shows (3.3).
 CONNECT_RESULT: Final = "CONNECT 115200"
 
@@ -97,6 +101,17 @@ class Interpreter:
 
     def __init__(self, config: ModuleConfig | None = None, *, now: float = 0.0) -> None:
         self.config = config if config is not None else ModuleConfig()
+        self.stats = Stats()
+        #: Fault injection, and the module's one seeded random source (``faults.rng``).
+        self.faults = Faults(self.config.faults, self.config.seed)
+        self._rng = self.faults.rng
+        self._now = now
+        self._out = bytearray()
+        self._actions: list[Action] = []
+        self._power_on()
+
+    def _power_on(self) -> None:
+        """The state after power-up (reference defaults); a restart comes back here."""
         #: What the host set with AT commands.
         self.settings = ModuleSettings(echo=self.config.echo)
         self.links = [Link(number) for number in range(LINK_COUNT)]
@@ -107,9 +122,6 @@ class Interpreter:
         self.network_lost = False
         #: The transparent link (CIPMODE=1), in data mode or escaped with ``+++``.
         self.data_link: int | None = None
-        self.stats = Stats()
-        self._rng = random.Random(self.config.seed)
-        self._now = now
         self._inbuf = bytearray()
         self._lines = CommandLineReader()
         self._hold_expired = False
@@ -120,9 +132,18 @@ class Interpreter:
         self._escape: EscapeDetector | None = None
         self._waiting_for: tuple[str, int] | None = None
         self._resume = False
-        self._out = bytearray()
         self._held: list[bytes] = []
-        self._actions: list[Action] = []
+        #: The ``>`` of the CIPSEND being read was withheld: an ESC first cancels it.
+        self._prompt_withheld = False
+        #: TCP connects that will time out (connect-timeout fault): link → when (s).
+        self._connect_deadlines: dict[int, float] = {}
+        #: When a restarting module prints its start-up URCs (``RDY`` ...).
+        self._boot_at: float | None = None
+
+    @property
+    def seed(self) -> int:
+        """The seed of the module's random source: pass it as ``seed=`` to replay a run."""
+        return self.faults.seed
 
     # --- the host side ------------------------------------------------------------
 
@@ -130,6 +151,10 @@ class Interpreter:
         """Bytes the host wrote on the serial line, at time ``now`` (seconds)."""
         self._now = max(self._now, now)
         self.stats.bytes_from_host += len(data)
+        if self.faults.muted(self._now):
+            logger.debug("mute: %d bytes from the host discarded", len(data))
+            return
+        data = self.faults.from_host.apply(data)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("host → module %r", data)
         self._inbuf += data
@@ -139,6 +164,10 @@ class Interpreter:
         """Everything the module has to say to the host, in order; clears it."""
         data = bytes(self._out)
         self._out.clear()
+        if data and self.faults.muted(self._now):
+            logger.debug("mute: %d bytes for the host discarded", len(data))
+            return b""
+        data = self.faults.to_host.apply(data)
         if data:
             self.stats.bytes_to_host += len(data)
             if logger.isEnabledFor(logging.DEBUG):
@@ -163,12 +192,26 @@ class Interpreter:
         escape = self._escape.deadline() if self._escape is not None else None
         if escape is not None:
             deadlines.append(escape)
+        deadlines.extend(self._connect_deadlines.values())
+        muted_until = self.faults.muted_until
+        for when in (self._boot_at, muted_until):
+            if when is not None and when != math.inf:
+                deadlines.append(when)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
         """Let time pass: run a command whose latency is over, release URCs held too long."""
         self._now = max(self._now, now)
         self._resume = False
+        self.faults.muted(self._now)  # a passed mute deadline ends the silence
+        if self._boot_at is not None and self._now >= self._boot_at:
+            self._boot_at = None
+            for text in START_UP_URCS:
+                self._urc(frame(text))
+        for link, when in list(self._connect_deadlines.items()):
+            if self._now >= when:
+                del self._connect_deadlines[link]
+                self.connect_failed(link, ERR_TIMEOUT)
         if self._mode is _Mode.BUSY and self._now >= self._busy_until:
             self._mode = _Mode.COMMAND
             self._execute(self._pending_line)
@@ -229,7 +272,7 @@ class Interpreter:
         if buffered:
             was_empty = not lk.rx
             lk.rx += data
-            if was_empty and not transparent:
+            if was_empty and not transparent and not self.faults.forget_data_urc():
                 self._urc(frame(f"+CIPRXGET: 1,{link}"))
             if len(lk.rx) >= self.config.rx_buffer_bytes and not lk.reading_paused:
                 lk.reading_paused = True
@@ -306,6 +349,68 @@ class Interpreter:
                 self.reply(f"+CIPERROR: {ERR_NETWORK}", "ERROR")
         self._urc(frame("+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY"))
 
+    def restart(self, now: float, boot_s: float = 0.0) -> None:
+        """Fault injection: the module restarts; every link, server and setting is gone.
+
+        Its sockets are closed, echo is back on, the network is closed; after
+        ``boot_s`` of silence (input is discarded meanwhile) it prints ``RDY``,
+        ``+CPIN: READY`` and ``SMS Ready``. What it had already said stays said.
+        """
+        self._now = max(self._now, now)
+        for lk in self.links:
+            if lk.state is not LinkState.FREE:
+                self._actions.append(Close(lk.number))
+        for server, port in enumerate(self.servers):
+            if port is not None:
+                self._actions.append(StopListening(server))
+        self.faults.unmute()
+        self._power_on()
+        self.faults.applied["restart"] += 1
+        if boot_s > 0:
+            self.faults.muted_until = self._boot_at = self._now + boot_s
+        else:
+            for text in START_UP_URCS:
+                self._urc(frame(text))
+
+    def mute(self, now: float, seconds: float | None = None) -> None:
+        """Fault injection: read and discard everything, answer nothing, for ``seconds``.
+
+        ``None``: until :meth:`unmute`. The network side keeps working (data is
+        buffered), but nothing the module would say in the meantime is ever said.
+        """
+        self._now = max(self._now, now)
+        self.faults.mute(self._now, seconds)
+
+    def unmute(self) -> None:
+        """End :meth:`mute` early."""
+        self.faults.unmute()
+
+    def urc_storm(self, count: int) -> None:
+        """Fault injection: ``count`` URCs at the next boundaries, half ``+CIPRXGET: 1,<n>``.
+
+        The others are URCs a host does not know (:data:`~.faults.STORM_URCS`).
+        A ``+CIPRXGET: 1`` for a link with nothing buffered is a false alarm a
+        host must survive (3.5).
+        """
+        if not 0 <= count <= MAX_STORM_URCS:
+            raise ValueError(f"a URC storm has 0..{MAX_STORM_URCS} URCs, not {count}")
+        rng = self._rng
+        units = [
+            frame(f"+CIPRXGET: 1,{rng.randrange(LINK_COUNT)}")
+            if rng.random() < 0.5
+            else frame(rng.choice(STORM_URCS))
+            for _ in range(count)
+        ]
+        self.faults.applied["urc_storm"] += 1
+        self._urc(b"".join(units))
+
+    def time_out_connect(self, link: int) -> None:
+        """A TCP connect that never completes: ``+CIPOPEN: <link>,10`` when the timeout passes."""
+        timeout_s = self.config.faults.connect_timeout_s
+        if timeout_s is None:
+            timeout_s = self.settings.timeouts_ms[1] / 1000  # AT+CIPTIMEOUT's CIPOPEN (3.12)
+        self._connect_deadlines[link] = self._now + timeout_s
+
     # --- for the command handlers ------------------------------------------------------
 
     def reply(self, *parts: str | bytes) -> None:
@@ -330,7 +435,10 @@ class Interpreter:
 
     def begin_payload(self, link: int, length: int | None, address: tuple[str, int] | None) -> None:
         """Send the ``>`` prompt and read a CIPSEND payload (``length`` ``None``: Ctrl+Z ends)."""
-        self._out += self._noise() + _PROMPT
+        self._prompt_withheld = self.faults.withhold_prompt()
+        self._out += self._noise()
+        if not self._prompt_withheld:
+            self._out += _PROMPT
         self._outgoing = PayloadReader(link, length, address)
         self._mode = _Mode.PAYLOAD
 
@@ -391,6 +499,7 @@ class Interpreter:
         a socket flushes what was written to it.
         """
         self._actions.append(Close(lk.number))
+        self._connect_deadlines.pop(lk.number, None)
         while lk.unconfirmed:
             length = lk.unconfirmed.popleft()
             self.late(f"+CIPSEND: {lk.number},{length},{length}")
@@ -422,7 +531,7 @@ class Interpreter:
 
     def _noise(self) -> bytes:
         noise = self.config.urc_noise
-        return frame(self._rng.choice(noise)) if noise else b""
+        return frame(self._rng.choice(noise)) if noise and self.faults.noise_here() else b""
 
     def _holding_for_line(self) -> bool:
         return self._mode is _Mode.COMMAND and self._lines.partial and not self._hold_expired
@@ -523,10 +632,11 @@ class Interpreter:
         if text[:2].upper() != "AT":
             logger.debug("ignoring a line that is no command: %r", text)
             return
-        if self.config.latency_s > 0:
+        latency = self.faults.latency(self.config.latency_s)
+        if latency > 0:
             self._mode = _Mode.BUSY
             self._pending_line = text
-            self._busy_until = self._now + self.config.latency_s
+            self._busy_until = self._now + latency
         else:
             self._execute(text)
 
@@ -546,6 +656,13 @@ class Interpreter:
 
     def _take_payload_bytes(self) -> None:
         assert self._outgoing is not None
+        if self._prompt_withheld:
+            # The host never saw '>': an ESC before any payload byte is its cancel (3.4).
+            self._prompt_withheld = False
+            if self._inbuf[:1] == b"\x1b" and not self._outgoing.data:
+                del self._inbuf[:1]
+                self._cancel_payload()
+                return
         state = self._outgoing.feed(self._inbuf)
         if state is PayloadState.DONE:
             self._finish_payload()
@@ -563,6 +680,10 @@ class Interpreter:
             self.reply("ERROR")
         elif not lk.is_open:
             self.reply(f"+CIPERROR: {ERR_NOT_SUPPORTED}", "ERROR")
+        elif self.faults.send_buffer_full(lk.number):
+            # Taken, but the module's buffer is full: <cnfSendLength> 0 (3.4), nothing sent.
+            self.reply("OK")
+            self.late(f"+CIPSEND: {lk.number},{len(data)},0")
         else:
             lk.bytes_sent += len(data)
             lk.unconfirmed.append(len(data))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from .faults import FaultConfig
+
 __all__ = [
     "CIPCCFG_DEFAULTS",
     "CIPSEND_MAX_BYTES",
@@ -54,7 +56,10 @@ class ModuleConfig:
     the silence around ``+++`` (tests shorten it); ``dns`` is the table
     ``AT+CDNSGIP`` and ``AT+CIPOPEN`` resolve names with; ``rx_buffer_bytes``
     is each link's receive buffer in the module (a full buffer stops reading
-    the host socket).
+    the host socket); ``faults`` are the fault-injection options
+    (:class:`~.faults.FaultConfig`), every random decision of which, like the
+    choice of noise lines, draws from one source seeded with ``seed``
+    (``None``: a seed is drawn and logged, see :attr:`.Interpreter.seed`).
     """
 
     echo: bool = True
@@ -62,6 +67,7 @@ class ModuleConfig:
     latency_s: float = 0.0
     urc_noise: tuple[str, ...] = ()
     seed: int | None = None
+    faults: FaultConfig = field(default_factory=FaultConfig)
     dns: Mapping[str, str] = field(default_factory=lambda: dict(_DEFAULT_DNS))
     rx_buffer_bytes: int = 64 * 1024
     #: Silence around ``+++`` that leaves transparent data mode (s; section 2: 1 s).
