@@ -77,6 +77,8 @@ RAW_WRITE_BYTES = 4096
 POLL_INTERVAL_S = 5.0
 
 
+#: The reason a user's ``close()`` gives (state listeners see it).
+USER_CLOSE_REASON = "the modem is closed"
 #: The pseudo-command line of the escape; written without a CR.
 ESCAPE_SEQUENCE = "+++"
 
@@ -192,7 +194,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stop both tasks, fail every waiter, close the port."""
-        self._shutdown(EngineClosedError("the modem is closed"))
+        self._shutdown(EngineClosedError(USER_CLOSE_REASON))
         for task in (self._read_task, self._sched_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..at import commands as at
 from ..at.errors import module_error
-from .engine import Engine, EngineClosedError
+from .engine import USER_CLOSE_REASON, Engine, EngineClosedError
 from .startup import open_network
 
 __all__ = ["ModemState", "StateChange", "Supervisor"]
@@ -97,7 +97,9 @@ class Supervisor:
             return
         self.state = state
         change = StateChange(state, reason)
-        logger.warning("modem %s: %s", state.value, reason)
+        # Faults are warnings; getting better, or a close the user asked for, is not.
+        quiet = state is ModemState.UP or reason == USER_CLOSE_REASON
+        logger.log(logging.INFO if quiet else logging.WARNING, "modem %s: %s", state.value, reason)
         for callback in list(self._listeners):
             try:
                 callback(change)
