@@ -237,8 +237,7 @@ async def bulk_cases(plan: Plan, baud: int | None, rows: list[dict[str, Any]]) -
                         "baud": baud,
                         "status": "not implemented",
                         "target": f"÷ line ≥ {TARGETS[(case, 'transparent', baud)]:.2f}",
-                        "note": "open_modem has no transparent mode (AT+CIPMODE=1), and the"
-                        " emulator answers AT+CIPMODE=1 with ERROR",
+                        "note": "open_modem has no way to use transparent mode (AT+CIPMODE=1)",
                     }
                 )
 
