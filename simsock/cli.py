@@ -141,7 +141,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "--dns", action="append", default=[], metavar="NAME=IP", help="an AT+CDNSGIP answer"
     )
     emulate.add_argument("--seed", type=int, default=None, help="seed of the random source")
-    faults = emulate.add_argument_group("faults and quirks")
+    faults = emulate.add_argument_group(
+        "faults and quirks",
+        "Random faults draw from one source seeded with --seed (the seed is printed on "
+        "standard error, so a run can be replayed).",
+    )
+    faults.add_argument(
+        "--preset",
+        choices=("calm", "hostile"),
+        default=None,
+        help="hostile: output in random pieces, jittery latency, unknown URCs, forgotten "
+        "+CIPRXGET notices (the options below override single faults)",
+    )
     faults.add_argument(
         "--no-echo", action="store_true", help="start with echo off (a real module starts ATE1)"
     )
@@ -156,6 +167,46 @@ def _build_parser() -> argparse.ArgumentParser:
         help="inject this URC line between response lines, results and prompts (repeatable)",
     )
     faults.add_argument(
+        "--line-noise", type=float, metavar="P", help="probability a byte on the line is corrupted"
+    )
+    faults.add_argument(
+        "--drop-bytes", type=float, metavar="P", help="probability a byte on the line is lost"
+    )
+    faults.add_argument(
+        "--chunking",
+        action="store_true",
+        default=None,
+        help="deliver output in random small pieces",
+    )
+    faults.add_argument(
+        "--jitter", type=float, metavar="S", help="add 0..S seconds to each command's latency"
+    )
+    faults.add_argument(
+        "--forget-data-urc",
+        type=float,
+        metavar="P",
+        help="probability a +CIPRXGET: 1 notice is not sent (3.5 allows it)",
+    )
+    faults.add_argument(
+        "--send-buffer-full",
+        type=float,
+        metavar="P",
+        help="probability an AT+CIPSEND is answered +CIPSEND: <link>,<n>,0",
+    )
+    faults.add_argument(
+        "--connect-timeout-host",
+        action="append",
+        default=None,
+        metavar="HOST",
+        help="TCP connects to HOST never complete (+CIPOPEN: <link>,10); repeatable",
+    )
+    faults.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="S",
+        help="when those connects time out (default: AT+CIPTIMEOUT's)",
+    )
+    faults.add_argument(
         "--rx-buffer",
         type=int,
         default=64 * 1024,
@@ -168,6 +219,13 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         help="after S seconds the network drops (+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY)",
+    )
+    faults.add_argument(
+        "--restart-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="after S seconds the module restarts (RDY; links, servers and settings lost)",
     )
 
     at_cmd = command(
@@ -357,10 +415,22 @@ async def _emulate(args: argparse.Namespace) -> None:
         urc_noise=args.urc_noise,
         seed=args.seed,
         rx_buffer_bytes=args.rx_buffer,
+        preset=args.preset,
+        line_noise=args.line_noise,
+        drop_bytes=args.drop_bytes,
+        chunking=args.chunking,
+        jitter_s=args.jitter,
+        forget_data_urc=args.forget_data_urc,
+        send_buffer_full=args.send_buffer_full,
+        connect_timeout_hosts=args.connect_timeout_host,
+        connect_timeout_s=args.connect_timeout,
     ) as vm:
         print(vm.url, flush=True)
+        print(f"virtual SIM7028 on {vm.url}, seed {vm.seed}", file=sys.stderr, flush=True)
         if args.drop_network_after is not None:
             loop.call_later(args.drop_network_after, vm.drop_network)
+        if args.restart_after is not None:
+            loop.call_later(args.restart_after, vm.restart)
         await stop.wait()
 
 

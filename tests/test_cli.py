@@ -235,7 +235,18 @@ def test_trace_format_round_trips_binary_and_replays_split_input() -> None:
 
 def test_emulate_serves_a_url_other_commands_use() -> None:
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "simsock", "emulate", "--tcp", "--no-echo"],
+        [
+            sys.executable,
+            "-m",
+            "simsock",
+            "emulate",
+            "--tcp",
+            "--no-echo",
+            "--seed",
+            "5",
+            "--urc-noise",
+            "+CTZV: 24/11/26,12:00:00,+32",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -248,8 +259,10 @@ def test_emulate_serves_a_url_other_commands_use() -> None:
         probe = simsock("probe", "--port", url, "--json")
         assert probe.returncode == 0, probe.stderr
         assert json.loads(probe.stdout)["port"] == url
-        terminal = simsock("at", "--port", url, "--linger", "0", stdin="AT+CEREG?\n")
+        terminal = simsock("at", "--port", url, "--linger", "0.2", stdin="AT+CEREG?\n")
         assert "+CEREG: 0,1" in terminal.stdout
+        # the fault option reached the module: its noise shows as URCs
+        assert "<urc> +CTZV: 24/11/26,12:00:00,+32  [Line]" in terminal.stdout
     finally:
         emulator.terminate()
         try:
@@ -258,6 +271,8 @@ def test_emulate_serves_a_url_other_commands_use() -> None:
             emulator.kill()
             emulator.wait(timeout=10)
     assert emulator.returncode == 0  # SIGTERM stops it cleanly
+    assert emulator.stderr is not None
+    assert "seed 5" in emulator.stderr.read()
 
 
 def test_bench_is_passed_its_arguments() -> None:
