@@ -79,6 +79,12 @@ def _modem_options(parser: argparse.ArgumentParser) -> None:
         "--ipv6", action="store_true", help="open an IPv6 PDP context (AT+CSOCKETPN=1,6)"
     )
     group.add_argument(
+        "--no-network",
+        action="store_true",
+        help="only AT and ATE0: do not open the network (for a module whose SIM wants a PIN "
+        "or that is not registered; 'at' and 'probe' only)",
+    )
+    group.add_argument(
         "--rx-mode",
         choices=("buffer", "push"),
         default="buffer",
@@ -316,6 +322,18 @@ async def modem_session(args: argparse.Namespace, **options: Any) -> AsyncIterat
             vm = await stack.enter_async_context(VirtualModem(baudrate=baud))
             url = vm.url
             logger.info("virtual SIM7028 on %s", url)
+        if getattr(args, "no_network", False):
+            from .terminal import open_bare
+            from .trace import open_trace
+
+            tracer = None
+            if args.trace is not None:
+                tracer = open_trace(args.trace, url=url)
+                stack.callback(tracer.close)
+            yield await stack.enter_async_context(
+                open_bare(url, baudrate=baud or 115200, wire_tap=tracer)
+            )
+            return
         modem = await stack.enter_async_context(
             open_traced_modem(
                 url,

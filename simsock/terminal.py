@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TextIO
 
+from .at import commands as at
 from .at.errors import ProtocolError
 from .at.events import (
     CmeError,
@@ -30,9 +31,11 @@ from .at.events import (
     describe,
 )
 from .at.parser import Parser
-from .sockets.modem import Modem
+from .modem.control import ModuleControl
+from .modem.engine import Engine
+from .modem.startup import synchronise
 
-__all__ = ["UrcPrinter", "probe", "run_terminal"]
+__all__ = ["BareModule", "Terminal", "UrcPrinter", "open_bare", "probe", "run_terminal"]
 
 #: Events that belong to a command's answer; everything else the parser makes is
 #: unsolicited by nature (4.2). Plain lines are left to ``engine.on_unsolicited``,
@@ -50,6 +53,63 @@ CEREG_STATES = {
 }
 
 
+class Terminal(Protocol):
+    """What the terminal and the probe need of a module: a ``Modem`` or a :class:`BareModule`."""
+
+    url: str
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that owns the port."""
+        ...
+
+    async def command(self, line: str) -> list[str]:
+        """Send one checked AT command; its information lines."""
+        ...
+
+
+class BareModule(ModuleControl):
+    """A module spoken to without bringing its network up: sync and ``ATE0`` only.
+
+    For a module that cannot open its network (SIM locked by a PIN, not
+    registered): ``simsock at --no-network`` and ``simsock probe --no-network``.
+    """
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self._engine = engine
+        self.url = url
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that owns the port."""
+        return self._engine
+
+    async def command(self, line: str) -> list[str]:
+        """As :meth:`simsock.Modem.command`: checked, serialised, OSError on ``ERROR``."""
+        response = await self._engine.execute(at.raw(line))
+        response.raise_for_error()
+        return response.lines
+
+
+@contextlib.asynccontextmanager
+async def open_bare(
+    url: str, *, baudrate: int, wire_tap: Callable[[str, bytes], None] | None = None
+) -> AsyncIterator[BareModule]:
+    """Open ``url``, synchronise with ``AT`` and turn echo off; nothing else is sent."""
+    import serial_asyncio
+
+    reader, writer = await serial_asyncio.open_serial_connection(url=url, baudrate=baudrate)
+    engine = Engine(reader, writer)
+    engine.wire_tap = wire_tap
+    engine.start()
+    try:
+        await synchronise(engine)
+        (await engine.execute(at.echo(False))).raise_for_error()
+        yield BareModule(engine, url)
+    finally:
+        await engine.close()
+
+
 class UrcPrinter:
     """Prints unsolicited result codes as they arrive on a modem's port.
 
@@ -60,7 +120,7 @@ class UrcPrinter:
     Callbacks installed before are still called.
     """
 
-    def __init__(self, modem: Modem, out: TextIO) -> None:
+    def __init__(self, modem: Terminal, out: TextIO) -> None:
         self._out = out
         self._parser = Parser()
         engine = modem.engine
@@ -111,7 +171,7 @@ async def _stdin_lines(stream: TextIO) -> Any:
 
 
 async def run_terminal(
-    modem: Modem,
+    modem: Terminal,
     *,
     stdin: TextIO | None = None,
     out: TextIO | None = None,
@@ -154,7 +214,7 @@ async def run_terminal(
     return failures
 
 
-async def _one_command(modem: Modem, line: str, out: TextIO) -> bool:
+async def _one_command(modem: Terminal, line: str, out: TextIO) -> bool:
     try:
         lines = await modem.command(line)
     except ValueError as exc:
@@ -214,9 +274,14 @@ async def _fact(
         facts[name] = f"unavailable ({exc})"
 
 
-async def probe(modem: Modem) -> dict[str, str]:
-    """What the module says about itself, one question at a time; a failed one is noted."""
+async def probe(modem: Terminal) -> dict[str, str]:
+    """What the module says about itself, one question at a time; a failed one is noted.
+
+    Works on a :class:`BareModule` too (network closed): the socket questions
+    then say why they have no answer.
+    """
     facts: dict[str, str] = {"port": modem.url}
+    control = modem if isinstance(modem, ModuleControl) else None
 
     def ask(line: str) -> Callable[[], Awaitable[list[str]]]:
         return lambda: modem.command(line)
@@ -228,15 +293,16 @@ async def probe(modem: Modem) -> dict[str, str]:
     await _fact(facts, "signal", ask("AT+CSQ"), _csq_text)
     await _fact(facts, "registration", ask("AT+CEREG?"), _cereg_text)
     await _fact(facts, "system", ask("AT+CPSI?"), _strip("+CPSI:"))
-    await _fact(
-        facts, "network", modem.network_open, lambda up: "open" if up else "closed (AT+NETOPEN? 0)"
-    )
-    await _fact(facts, "ip address", modem.ip_address)
-    await _fact(facts, "dns servers", modem.dns_servers, ", ".join)
+    await _fact(facts, "apn", ask("AT+CGDCONT?"), _strip("+CGDCONT:"))
+    await _fact(facts, "network", ask("AT+NETOPEN?"), _netopen_text)
+    await _fact(facts, "ip address", ask("AT+IPADDR"), _strip("+IPADDR:"))
+    if control is None:
+        return facts
+    await _fact(facts, "dns servers", control.dns_servers, ", ".join)
     await _fact(
         facts,
         "capabilities",
-        modem.capabilities,
+        control.capabilities,
         lambda c: (
             f"links {c.links[0]}-{c.links[1]}, servers {c.servers[0]}-{c.servers[1]}, "
             f"send up to {c.max_send} bytes, {'/'.join(c.protocols)}"
@@ -245,7 +311,7 @@ async def probe(modem: Modem) -> dict[str, str]:
     await _fact(
         facts,
         "timeouts",
-        modem.timeouts,
+        control.timeouts,
         lambda t: (
             f"netopen {t.netopen_s:g} s, cipopen {t.cipopen_s:g} s, cipsend {t.cipsend_s:g} s"
         ),
@@ -253,14 +319,19 @@ async def probe(modem: Modem) -> dict[str, str]:
     await _fact(
         facts,
         "socket config",
-        modem.socket_config,
+        control.socket_config,
         lambda c: ", ".join(f"{k}={getattr(c, k)}" for k in c.__dataclass_fields__),
     )
     await _fact(facts, "receive mode", lambda: _rx_mode(modem))
     return facts
 
 
-async def _rx_mode(modem: Modem) -> str:
+def _netopen_text(lines: list[str]) -> str:
+    state = _strip("+NETOPEN:")(lines)
+    return {"1": "open", "0": "closed (AT+NETOPEN? 0)"}.get(state, state)
+
+
+async def _rx_mode(modem: Terminal) -> str:
     lines = await modem.command("AT+CIPRXGET?")
     mode = _strip("+CIPRXGET:")(lines)
     return {"0": "0 (direct push)", "1": "1 (buffer access)"}.get(mode, mode)

@@ -286,3 +286,15 @@ def test_no_such_port_is_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("simsock probe:")
     assert "Traceback" not in result.stderr
+
+
+def test_probe_without_network_traces_from_the_first_byte(tmp_path: Path) -> None:
+    trace = tmp_path / "bare.log"
+    result = simsock("--trace", str(trace), "probe", "--no-network", "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["network"] == "closed (AT+NETOPEN? 0)"
+    assert facts["ip address"].startswith("unavailable")
+    assert facts["registration"] == "1: registered, home network"
+    first = next(read_trace(trace.read_text().splitlines()))
+    assert (first.direction, first.data) == ("->", b"AT\r")
