@@ -18,6 +18,10 @@ __all__ = ["DatagramOwner", "Link", "LinkOwner", "LinkState"]
 
 logger = logging.getLogger("simsock.modem.links")
 
+#: Bytes sent and not yet confirmed by ``+CIPSEND:`` that a link may have:
+#: two full ``AT+CIPSEND`` (3.4).
+SEND_WINDOW_BYTES = 3000
+
 
 class LinkOwner(Protocol):
     """What the engine tells the socket that owns a link."""
@@ -134,13 +138,15 @@ class Link:
     def wants_send(self) -> bool:
         """Whether the scheduler should issue ``AT+CIPSEND`` for this link now.
 
-        One send awaits confirmation at a time, so the module's buffer never
-        overflows into ``+CIPSEND: <link>,<n>,0`` (3.4).
+        At most :data:`SEND_WINDOW_BYTES` await their ``+CIPSEND:`` at a time,
+        so the module's buffer never overflows into ``+CIPSEND: <link>,<n>,0``
+        (3.4), while the next send need not wait for the previous one's
+        confirmation line (the uplink would idle meanwhile).
         """
         return (
             self.state is LinkState.OPEN
             and bool(self.tx or self.datagrams)
-            and self.unconfirmed == 0
+            and self.unconfirmed < SEND_WINDOW_BYTES
             and not self.remote_closed
         )
 

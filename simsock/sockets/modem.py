@@ -40,6 +40,8 @@ logger = logging.getLogger("simsock")
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 _D = TypeVar("_D", bound=asyncio.DatagramProtocol)
 
+#: Bytes the serial transport reads per wake-up.
+SERIAL_READ_BYTES = 65536
 #: asyncio.streams' default StreamReader limit.
 DEFAULT_LIMIT = 2**16
 RX_MODES = ("buffer", "push")
@@ -613,6 +615,10 @@ async def _start(
     reader, writer = await serial_asyncio.open_serial_connection(
         url=url, baudrate=baudrate, **serial_options
     )
+    # pyserial-asyncio reads at most 1024 bytes a wake-up: a 1500-byte
+    # CIPRXGET answer would take two. Its transport keeps the size here.
+    if hasattr(writer.transport, "_max_read_size"):
+        writer.transport._max_read_size = SERIAL_READ_BYTES
     engine = Engine(reader, writer, trace_lines=trace_lines)
     if poll_interval_s is not None:
         engine.poll_interval_s = poll_interval_s
