@@ -126,22 +126,27 @@ class LineFaults:
     """
 
     def __init__(self, rng: random.Random, noise: float, drop: float) -> None:
-        self._rng = rng
+        # Noise and loss each draw from their own stream (derived from ``rng``),
+        # so the bytes hit depend only on their position, not on the pieces.
+        self._rng = _substream(rng)
+        self._drop_rng = _substream(rng)
         self._noise = noise
         self._drop = drop
-        self._to_noise = self._gap(noise)
-        self._to_drop = self._gap(drop)
+        self._to_noise = self._gap(noise, self._rng)
+        self._to_drop = self._gap(drop, self._drop_rng)
         #: One-shot: the next ``corrupt`` bytes are all corrupted.
         self.corrupt = 0
         self.corrupted = 0
         self.dropped = 0
 
-    def _gap(self, p: float) -> float:
+    @staticmethod
+    def _gap(p: float, rng: random.Random) -> float:
+        """Clean bytes before the next faulty one (geometric with success ``p``)."""
         if p <= 0.0:
             return math.inf
         if p >= 1.0:
             return 0
-        return math.floor(math.log(1.0 - self._rng.random()) / math.log(1.0 - p))
+        return math.floor(math.log(1.0 - rng.random()) / math.log(1.0 - p))
 
     def _flip(self, byte: int) -> int:
         return byte ^ self._rng.randrange(1, 256)
@@ -165,13 +170,13 @@ class LineFaults:
         while 0 <= index < len(out):
             out[index] = self._flip(out[index])
             self.corrupted += 1
-            index += 1 + int(self._gap(self._noise))
+            index += 1 + int(self._gap(self._noise, self._rng))
         self._to_noise = (index - len(out)) if index >= 0 else self._to_noise - len(out)
         drops: list[int] = []
         index = int(self._to_drop) if self._to_drop < len(out) else -1
         while 0 <= index < len(out):
             drops.append(index)
-            index += 1 + int(self._gap(self._drop))
+            index += 1 + int(self._gap(self._drop, self._drop_rng))
         self._to_drop = (index - len(out)) if index >= 0 else self._to_drop - len(out)
         for position in reversed(drops):
             del out[position]
@@ -195,6 +200,9 @@ class Faults:
         #: The one random source of the module: every random decision draws from it.
         self.rng = random.Random(seed)
         cfg = self.config
+        # Each direction draws from its own stream, seeded from the one source:
+        # where noise hits then depends only on the byte's position in its
+        # direction, not on how the two directions' pieces interleave in time.
         self.to_host = LineFaults(self.rng, cfg.line_noise, cfg.drop_bytes)
         self.from_host = LineFaults(self.rng, cfg.line_noise, cfg.drop_bytes)
         #: Faults applied so far, by kind (for tests and the soak summary).
@@ -302,3 +310,8 @@ def _bounded(count: int) -> int:
     if count < 0 or count > MAX_ONE_SHOT:
         raise ValueError(f"a one-shot count must be 0..{MAX_ONE_SHOT}, not {count}")
     return count
+
+
+def _substream(rng: random.Random) -> random.Random:
+    """A random stream derived from ``rng`` (so one seed still replays everything)."""
+    return random.Random(rng.getrandbits(64))
