@@ -101,7 +101,11 @@ def _ints(fields: Sequence[object], count: int, line: str) -> list[int]:
     return [int(f) for f in fields]  # type: ignore[call-overload]
 
 
-_TRAILING_LINES = re.compile(rb"(?:\r\n[\x20-\x7e]{1,120}\r\n)*\Z")
+#: Whole CRLF-framed text lines, then perhaps the start of one more (a read may
+#: end inside the URC that followed the marker).
+_TRAILING_LINES = re.compile(
+    rb"(?:\r\n[\x20-\x7e]{1,120}\r\n)*(?:\r(?:\n[\x20-\x7e]{0,120}\r?)?)?\Z"
+)
 #: Command-mode output that may follow a marker in the same read.
 _MAX_TRAILING_BYTES = 256
 
