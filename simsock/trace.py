@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import re
 import sys
 import time
@@ -150,8 +149,7 @@ async def open_traced_modem(
 ) -> AsyncIterator[Modem]:
     """``open_modem(url, **options)`` with its wire traced to the file ``trace`` (if not None).
 
-    When :func:`~simsock.open_modem` takes a ``wire_tap`` the start-up exchange is in the
-    trace; otherwise the tap is attached as soon as the modem is open, and the trace says so.
+    The tap is on from the first byte, so the start-up exchange is in the trace.
     """
     from .sockets.modem import open_modem
 
@@ -161,12 +159,7 @@ async def open_traced_modem(
         return
     tracer = open_trace(trace, url=url)
     try:
-        if "wire_tap" in inspect.signature(open_modem).parameters:
-            options["wire_tap"] = tracer
-        async with open_modem(url, **options) as modem:
-            if modem.engine.wire_tap is None:
-                tracer.note("start-up exchange (AT, ATE0, NETOPEN ...) not captured")
-                modem.engine.wire_tap = tracer
+        async with open_modem(url, wire_tap=tracer, **options) as modem:
             yield modem
     finally:
         tracer.close()

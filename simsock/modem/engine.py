@@ -362,6 +362,10 @@ class Engine:
 
     def _dispatch(self, event: Event) -> None:
         inflight = self._inflight
+        if inflight is not None and inflight.done.done():
+            # Finished (its final result came earlier in this read): what follows
+            # in the same chunk is a late result or a URC, not part of its answer.
+            inflight = None
         if self.stats.trace is not None:
             self.stats.trace.append(("<-", describe(event)))
         match event:

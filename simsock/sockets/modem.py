@@ -565,6 +565,7 @@ def open_modem(
     recovery_backoff_s: tuple[float, ...] | None = None,
     transparent: bool = False,
     escape_guard_s: float | None = None,
+    wire_tap: Callable[[str, bytes], None] | None = None,
     **serial_options: Any,
 ) -> _Opener:
     """Open the module at ``url`` (any pyserial URL or device path) and bring it up.
@@ -576,6 +577,8 @@ def open_modem(
     ``transparent=True`` selects transparent mode (``AT+CIPMODE=1``, 2): the
     first connection opened on link 0 is a raw pipe (``escape_guard_s`` is the
     ``+++`` guard time), other links work in command mode between escapes.
+    ``wire_tap(direction, data)`` sees every byte both ways ("->" written,
+    "<-" read) from the first one: :mod:`simsock.trace` records with it.
     ``ip_family=6`` selects an IPv6 PDP context (``AT+CSOCKETPN=1,6``, 3.18)
     before the network opens; ``apn`` sets ``AT+CGDCONT`` first.
     """
@@ -593,6 +596,7 @@ def open_modem(
         recovery_backoff_s=recovery_backoff_s,
         transparent=transparent,
         escape_guard_s=escape_guard_s,
+        wire_tap=wire_tap,
         **serial_options,
     )
     return _Opener(url, kwargs)
@@ -610,6 +614,7 @@ async def _start(
     recovery_backoff_s: tuple[float, ...] | None,
     transparent: bool,
     escape_guard_s: float | None,
+    wire_tap: Callable[[str, bytes], None] | None,
     **serial_options: Any,
 ) -> Modem:
     reader, writer = await serial_asyncio.open_serial_connection(
@@ -620,6 +625,7 @@ async def _start(
     if hasattr(writer.transport, "_max_read_size"):
         writer.transport._max_read_size = SERIAL_READ_BYTES
     engine = Engine(reader, writer, trace_lines=trace_lines)
+    engine.wire_tap = wire_tap  # from the first byte, so a trace includes bring-up
     if poll_interval_s is not None:
         engine.poll_interval_s = poll_interval_s
     if escape_guard_s is not None:

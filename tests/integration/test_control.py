@@ -91,3 +91,15 @@ async def test_ipv6_echo(echo6: int) -> None:
         assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
         writer.close()
         await writer.wait_closed()
+
+
+async def test_a_late_result_in_the_same_read_as_ok_is_not_part_of_the_answer(
+    modem: simsock.Modem,
+) -> None:
+    seen: list[str] = []
+    modem.engine.on_unsolicited = lambda line: seen.append(line.text)
+    # "OK" and "+NETCLOSE: 0" come in one write from the module
+    assert await modem.command("AT+NETCLOSE") == []
+    await asyncio.sleep(0.1)
+    assert "+NETCLOSE: 0" in seen
+    assert not await modem.network_open()
