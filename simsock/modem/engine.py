@@ -12,41 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..at import commands as at
 from ..at.commands import Command
-from ..at.errors import ProtocolError, module_error
+from ..at.errors import ProtocolError
 from ..at.events import (
     ClientAccepted,
-    CmeError,
-    Connect,
-    ConnectFail,
-    DataWaiting,
-    Echo,
-    Error,
-    Event,
-    IpError,
     Line,
-    LinkClosed,
-    ModuleReady,
-    NetworkClosed,
-    Ok,
-    Prompt,
-    PushedData,
-    RawData,
-    ReceivedData,
-    TransparentClosed,
-    describe,
 )
 from ..at.parser import Parser
+from .demux import Demultiplexer
 from .exchange import InFlight, LateResults, Response
-from .links import Link, LinkState
+from .linkops import LinkOperations
+from .links import Link
+from .stats import Stats
+from .transparent import ESCAPE_GUARD_S, ESCAPE_SEQUENCE, TransparentMode
 
 __all__ = ["Engine", "EngineClosedError", "ModuleUnresponsiveError"]
 
@@ -63,15 +48,6 @@ READ_SIZE = 65536
 #: probes fail before the module is declared unresponsive.
 RESYNC_PROBE_S = 1.0
 RESYNC_ATTEMPTS = 5
-#: Silence before and after ``+++`` that the module needs to see an escape (2).
-ESCAPE_GUARD_S = 1.0
-#: The pause before ``+++`` is the guard time times this, and tries before giving up.
-ESCAPE_MARGIN = 1.5
-ESCAPE_ATTEMPTS = 3
-#: How long bytes that could begin ``CLOSED`` are held back in data mode.
-RAW_HOLD_S = 0.02
-#: Largest raw write in data mode (no AT framing limits it).
-RAW_WRITE_BYTES = 4096
 #: How often an idle link that is being read is asked ``AT+CIPRXGET=4`` in
 #: case the module forgot its ``+CIPRXGET: 1`` (3.5: a host must not rely on it).
 POLL_INTERVAL_S = 5.0
@@ -79,8 +55,6 @@ POLL_INTERVAL_S = 5.0
 
 #: The reason a user's ``close()`` gives (state listeners see it).
 USER_CLOSE_REASON = "the modem is closed"
-#: The pseudo-command line of the escape; written without a CR.
-ESCAPE_SEQUENCE = "+++"
 
 
 class EngineClosedError(ConnectionError):
@@ -111,21 +85,7 @@ class Job:
             raise
 
 
-@dataclass(slots=True)
-class Stats:
-    """Counters of what crossed the port (for benchmarks and the demo)."""
-
-    bytes_written: int = 0
-    bytes_read: int = 0
-    commands: int = 0
-    payload_sent: int = 0
-    payload_received: int = 0
-    protocol_errors: int = 0
-    unsolicited: int = 0
-    trace: deque[tuple[str, str]] | None = field(default=None)
-
-
-class Engine:
+class Engine(Demultiplexer, LinkOperations, TransparentMode):
     """Owns the port, the parser, the reader and scheduler tasks, and the links."""
 
     def __init__(
@@ -290,7 +250,8 @@ class Engine:
         if self.stats.trace is not None:
             self.stats.trace.append(("->", command.line))
         try:
-            self._write(command.wire if command.line != ESCAPE_SEQUENCE else b"+++")
+            escape = command.line == ESCAPE_SEQUENCE  # "+++" goes without a CR
+            self._write(ESCAPE_SEQUENCE.encode() if escape else command.wire)
             if payload is not None and inflight.prompt is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(inflight.prompt), PROMPT_TIMEOUT_S)
@@ -360,174 +321,6 @@ class Engine:
             logger.exception("serial port failed")
             self._shutdown(EngineClosedError(f"the serial port failed: {exc}"))
 
-    def _dispatch(self, event: Event) -> None:
-        inflight = self._inflight
-        if inflight is not None and inflight.done.done():
-            # Finished (its final result came earlier in this read): what follows
-            # in the same chunk is a late result or a URC, not part of its answer.
-            inflight = None
-        if self.stats.trace is not None:
-            self.stats.trace.append(("<-", describe(event)))
-        match event:
-            case ReceivedData(link=number, data=data, rest=rest):
-                self.stats.payload_received += len(data)
-                link = self.links.get(number)
-                if link is None or not link.active:
-                    logger.warning("data for link %d, which is not open: dropped", number)
-                    return
-                link.readable = rest > 0
-                link.deliver(data)
-            case PushedData():
-                self.stats.payload_received += len(event.data)
-                self._route_push(event)
-            case RawData(data=data):
-                self.stats.payload_received += len(data)
-                if self.transparent_link is not None:
-                    self.transparent_link.deliver(data)
-                else:
-                    logger.warning("%d raw bytes with no transparent link: dropped", len(data))
-            case Connect() | ConnectFail() if inflight is not None and inflight.until_connect:
-                if isinstance(event, Connect):
-                    self._parser.enter_raw()
-                    self.data_mode = True
-                inflight.finish(event)
-            case TransparentClosed():
-                self._transparent_closed()
-            case DataWaiting(link=number):
-                link = self.links.get(number)
-                if link is not None and not link.readable:
-                    link.readable = True
-                    self._wakeup.set()
-            case Ok() | Error() | CmeError():
-                if inflight is None:
-                    logger.warning("final result %r with no command in flight: dropped", event)
-                else:
-                    inflight.finish(event)
-            case Prompt():
-                if inflight is not None and inflight.prompt is not None:
-                    if not inflight.prompt.done():
-                        inflight.prompt.set_result(None)
-                else:
-                    logger.warning("unexpected '>' prompt")
-            case IpError(info=info):
-                if inflight is not None:
-                    inflight.response.ip_error = info
-                else:
-                    logger.warning("+IP ERROR: %s with no command in flight", info)
-            case Line():
-                self._dispatch_line(event, inflight)
-            case Echo(text=text):
-                logger.debug("echo: %s", text)
-            case LinkClosed(link=number, reason=reason):
-                self._remote_closed(number, reason)
-            case NetworkClosed():
-                logger.warning("network closed unexpectedly")
-                if self.on_network_closed is not None:
-                    self.on_network_closed()
-            case ModuleReady():
-                logger.warning("the module restarted (RDY)")
-                if self.on_ready is not None:
-                    self.on_ready()
-            case ClientAccepted():
-                if self.on_client is not None:
-                    self.on_client(event)
-                else:
-                    logger.warning("client accepted with no server: %r", event)
-            case _:
-                self.stats.unsolicited += 1
-                logger.info("unhandled event: %r", event)
-
-    def _dispatch_line(self, line: Line, inflight: InFlight | None) -> None:
-        name = line.name
-        if name == "+CIPERROR" and inflight is not None:
-            fields = line.fields
-            if fields and type(fields[0]) is int:
-                inflight.response.cip_error = fields[0]
-                return
-        # A query in flight owns lines of its own name (+CIPOPEN: 0,"TCP",... is
-        # not a late result); otherwise late results first, then the command.
-        is_query = inflight is not None and inflight.response.command.line.endswith("?")
-        if inflight is not None and is_query and inflight.claims(line):
-            inflight.add_line(line.text)
-            return
-        if self._late.resolve(line):
-            return
-        if inflight is not None and inflight.claims(line):
-            inflight.add_line(line.text)
-            return
-        if name == "+CIPCLOSE":
-            # NETCLOSE reports each link it closes (3.2) with nobody waiting.
-            fields = line.fields
-            if fields and type(fields[0]) is int:
-                self._remote_closed(fields[0], 0)
-                return
-        self.stats.unsolicited += 1
-        logger.info("unsolicited: %s", line.text)
-        if self.on_unsolicited is not None:
-            self.on_unsolicited(line)
-
-    def _arm_raw_flush(self) -> None:
-        """Bytes that could begin ``CLOSED`` wait a moment, then go to the link as data."""
-        if self._raw_flush is not None:
-            self._raw_flush.cancel()
-
-        def flush() -> None:
-            self._raw_flush = None
-            held = self._parser.flush_raw()
-            if held is not None:
-                self._dispatch(held)
-
-        self._raw_flush = asyncio.get_running_loop().call_later(RAW_HOLD_S, flush)
-
-    def _transparent_closed(self) -> None:
-        """``CLOSED`` (4.2): the transparent link is gone and the module is in command mode."""
-        self.data_mode = False
-        link = self.transparent_link
-        if link is None:
-            return
-        if link.state is LinkState.CLOSING:
-            return  # our AT+CIPCLOSE; its +CIPCLOSE: result finishes the link
-        link.remote_closed = True
-        link.deliver_eof()
-        self._wakeup.set()
-
-    def _route_push(self, event: PushedData) -> None:
-        """Give pushed data to its link: named by ``+RECEIVE``, else found by address (4.1)."""
-        if event.link is not None:
-            link = self.links.get(event.link)
-        else:
-            active = [x for x in self.links.values() if x.alive]
-            matching = [
-                x for x in active if event.address is None or x.udp or x.peer == event.address
-            ]
-            link = matching[0] if len(matching) == 1 else None
-            if link is None and len(active) > 1:
-                raise ProtocolError(
-                    f"pushed data from {event.address} matches {len(matching)} links: dropped"
-                    " (use CIPCCFG HeaderType 1 so the module names the link)"
-                )
-        if link is None or not link.alive:
-            logger.warning("pushed data for a link that is not open: dropped")
-            return
-        link.deliver(event.data, event.address)
-
-    def _remote_closed(self, number: int, reason: int) -> None:
-        link = self.links.get(number)
-        if link is None or not link.alive:
-            logger.debug("+IPCLOSE for link %d, not open", number)
-            return
-        if link.state is LinkState.CLOSING:
-            return  # our own AT+CIPCLOSE; its late result finishes the link
-        link.remote_closed = True
-        link.remote_reason = reason
-        if self.push_mode:
-            link.deliver_eof()  # everything was pushed already
-        # Buffer mode: data that came before the close stays readable (4.2);
-        # the scheduler reads it all, then reports end of stream.
-        self._wakeup.set()
-
-    # -- the scheduler task --------------------------------------------------------
-
     async def _schedule_loop(self) -> None:
         try:
             while self._closed is None:
@@ -567,29 +360,6 @@ class Engine:
         except TimeoutError:
             self._poll_due = True
 
-    def _pollable(self) -> list[Link]:
-        if self.push_mode:
-            return []
-        return [
-            link
-            for link in self.links.values()
-            if link.state is LinkState.OPEN
-            and link.reading
-            and not link.readable
-            and not link.remote_closed
-            and not link.udp
-            and link is not self.transparent_link
-        ]
-
-    async def _poll(self) -> None:
-        """``AT+CIPRXGET=4`` for each quiet link: data the module forgot to announce is read."""
-        for link in self._pollable():
-            response = await self._exchange(at.ciprxget_pending(link.number))
-            values = response.info("+CIPRXGET")
-            if response.ok and values and len(values[0]) == 3 and values[0][2] != 0:
-                logger.info("link %d: %s bytes waited unannounced", link.number, values[0][2])
-                link.readable = True
-
     async def _resync(self) -> None:
         """After a timeout: ``AT`` until ``OK``, so the next command's answer is its own."""
         probe = Command("AT", RESYNC_PROBE_S)
@@ -615,77 +385,6 @@ class Engine:
             link.finish(exc)
         self._late.fail_all(exc)
         self._wakeup.set()
-
-    def _others_waiting(self) -> bool:
-        """Work that needs command mode: control jobs, other links, closing the raw one."""
-        if self._poll_due or any(not job.skip and not job.future.done() for job in self._control):
-            return True  # (in data mode the module holds its URCs: polls find link 1's data)
-        raw = self.transparent_link
-        if raw is not None and raw.close_requested:
-            return True
-        return any(
-            link is not raw and (link.wants_close() or link.wants_send() or link.wants_read())
-            for link in self.links.values()
-        )
-
-    def _transparent_op(self) -> Coroutine[Any, Any, None] | None:
-        """In transparent mode: raw writes in data mode, and the switches between modes."""
-        raw = self.transparent_link
-        if self.data_mode:
-            if self._others_waiting():
-                return self._escape()
-            if raw is not None and raw.tx and raw.state is LinkState.OPEN:
-                return self._raw_send(raw)
-            return None
-        if (
-            raw is not None
-            and raw.state is LinkState.OPEN
-            and not raw.remote_closed
-            and not raw.close_requested
-            and not self._others_waiting()
-        ):
-            return self._resume_data_mode()
-        return None
-
-    async def _escape(self) -> None:
-        """``+++`` with its guard times (2): to command mode, the raw link kept open.
-
-        The silence before it is counted from our last write plus a margin, as
-        the module counts from when it *read* our last byte. An escape the
-        module missed reached the peer as data (the limit of transparent mode);
-        it is tried again before the module is called unresponsive.
-        """
-        loop = asyncio.get_running_loop()
-        guard = self.escape_guard_s
-        for attempt in range(ESCAPE_ATTEMPTS):
-            silence = self._last_write + guard * ESCAPE_MARGIN + 0.05 - loop.time()
-            if silence > 0:
-                await asyncio.sleep(silence)
-            self._parser.expect_escape_ok()
-            try:
-                response = await self._exchange(Command(ESCAPE_SEQUENCE, 2 * guard + 2))
-            except TimeoutError:
-                logger.warning("no OK after +++ (attempt %d)", attempt + 1)
-                continue
-            if response.ok:
-                self.data_mode = False
-                return
-        raise TimeoutError(f"the module did not leave data mode after {ESCAPE_ATTEMPTS} escapes")
-
-    async def _resume_data_mode(self) -> None:
-        """``ATO`` (2): back to data mode; the link's held data flows again."""
-        response = await self._exchange(Command("ATO", at.DEFAULT_TIMEOUT_S), until_connect=True)
-        if not response.ok:
-            logger.warning("ATO failed: %s", response.error("ATO"))
-
-    async def _raw_send(self, link: Link) -> None:
-        chunk = bytes(link.tx[:RAW_WRITE_BYTES])
-        self._write(chunk)
-        self.stats.payload_sent += len(chunk)
-        del link.tx[: len(chunk)]
-        await self._writer.drain()
-        if link.owner is not None:
-            link.owner.link_sent()
 
     def _next_op(self) -> Coroutine[Any, Any, None] | None:
         """The next operation, round-robin over [control, link 0, link 1, ...]."""
@@ -725,160 +424,3 @@ class Engine:
             return
         if not job.future.done():
             job.future.set_result(response)
-
-    def _link_op(self, number: int) -> Coroutine[Any, Any, None] | None:
-        link = self.links.get(number)
-        if link is None:
-            return None
-        if link.wants_close():
-            return self._close_op(link)
-        if link is self.transparent_link:
-            return None  # its data moves only in data mode
-        can_read = not self.push_mode and link.wants_read()
-        can_send = link.wants_send()
-        if can_read and can_send:
-            # alternate directions so a busy upload does not starve the download
-            send = self._prefer_send[number] = not self._prefer_send.get(number, False)
-            return self._send_op(link) if send else self._read_op(link)
-        if can_read:
-            return self._read_op(link)
-        if can_send:
-            return self._send_op(link)
-        return None
-
-    async def _read_op(self, link: Link) -> None:
-        response = await self._exchange(at.ciprxget_read(link.number, at.MAX_READ_BYTES))
-        if response.ok:
-            if link.remote_closed and not link.readable:
-                link.deliver_eof()
-            return
-        # "+IP ERROR: No data" (3.5): nothing waits; after +IPCLOSE that means EOF.
-        link.readable = False
-        if link.remote_closed:
-            link.deliver_eof()
-        elif response.ip_error is None or response.error().errno != errno.EAGAIN:
-            logger.warning("link %d: read failed: %s", link.number, response.error())
-
-    async def _send_op(self, link: Link) -> None:
-        if link.udp:
-            chunk, (ip, port) = link.datagrams[0]
-            size = len(chunk)
-            command = at.cipsend(link.number, size, ip, port)
-        else:
-            size = min(len(link.tx), at.MAX_SEND_BYTES)
-            chunk = bytes(link.tx[:size])
-            command = at.cipsend(link.number, size)
-        confirm = self._late.expect("+CIPSEND", link.number)
-        try:
-            response = await self._exchange(command, chunk)
-        except TimeoutError as exc:
-            # Whether the module took the bytes is unknown: the stream is broken.
-            self._late.discard("+CIPSEND", link.number, confirm)
-            self._fail_link(link, exc)
-            raise
-        if not response.ok:
-            self._late.discard("+CIPSEND", link.number, confirm)
-            self._fail_link(link, response.error("CIPSEND"))
-            return
-        if link.udp:
-            link.datagrams.popleft()
-        else:
-            del link.tx[:size]
-        link.unconfirmed += size
-        # "+CIPSEND: <link>,<n>,<n>" must come within AT+CIPTIMEOUT (3.12).
-        late = asyncio.get_running_loop().call_later(
-            self.timeout_for(command), self._confirm_overdue, link, confirm
-        )
-
-        def confirmed(fut: asyncio.Future[list[int]]) -> None:
-            late.cancel()
-            self._send_confirmed(link, size, fut)
-
-        confirm.add_done_callback(confirmed)
-
-    def _confirm_overdue(self, link: Link, confirm: asyncio.Future[list[int]]) -> None:
-        if confirm.done():
-            return
-        self._late.discard("+CIPSEND", link.number, confirm)
-        confirm.cancel()
-        self._fail_link(
-            link, TimeoutError(f"link {link.number}: the module never confirmed a send")
-        )
-
-    def _send_confirmed(self, link: Link, size: int, fut: asyncio.Future[list[int]]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            return
-        _, requested, confirmed = fut.result()
-        link.unconfirmed -= size
-        if confirmed != requested:
-            # 0: the module's or the peer's buffer is full; -1: broken (3.4).
-            # Either way the reference says the socket cannot be used any more.
-            reason = "send buffer full" if confirmed == 0 else "connection broken"
-            exc = module_error(
-                errno.ECONNRESET,
-                f"CIPSEND: {reason} (+CIPSEND: {link.number},{requested},{confirmed})",
-                confirmed,
-                reason,
-            )
-            self._fail_link(link, exc)
-            return
-        if link.owner is not None:
-            link.owner.link_sent()
-        self._wakeup.set()
-
-    async def _close_op(self, link: Link) -> None:
-        link.state = LinkState.CLOSING
-        done = self._late.expect("+CIPCLOSE", link.number)
-        response = await self._exchange(at.cipclose(link.number))
-        if not response.ok:
-            # Already closed in the module (the peer raced us): the link is over.
-            self._late.discard("+CIPCLOSE", link.number, done)
-            self.release(link, None)
-            return
-        done.add_done_callback(lambda fut: self.release(link, None))
-
-    def link_opened(self, link: Link) -> None:
-        """The module reported the link open: from now on the scheduler serves it.
-
-        A ``+CIPRXGET: 1`` can arrive before the open completes on our side, so
-        the scheduler must look again now rather than wait for another URC.
-        """
-        link.state = LinkState.OPEN
-        self._wakeup.set()
-
-    def request_close(self, link: Link, *, abort: bool = False) -> None:
-        """The owner closed its transport: flush (unless ``abort``), then AT+CIPCLOSE."""
-        if abort:
-            link.tx.clear()
-            link.datagrams.clear()
-        if link.remote_closed or link.state is not LinkState.OPEN:
-            # The module already closed it (+IPCLOSE): nothing to send.
-            if link.state is not LinkState.CLOSING:
-                self.release(link, None)
-            return
-        link.close_requested = True
-        self._wakeup.set()
-
-    def _fail_link(self, link: Link, exc: BaseException) -> None:
-        """A link broke: report it and close it in the module."""
-        logger.warning("link %d failed: %s", link.number, exc)
-        owner = link.owner
-        link.owner = None
-        if owner is not None:
-            owner.link_lost(exc)
-        link.tx.clear()
-        link.datagrams.clear()
-        if link.state is LinkState.OPEN and not link.remote_closed:
-            link.close_requested = True
-            self._wakeup.set()
-        else:
-            self.release(link, None)
-
-    def release(self, link: Link, exc: BaseException | None) -> None:
-        """The link is over in the module: finish it and free its number."""
-        if link is self.transparent_link:
-            self.transparent_link = None
-        link.finish(exc)
-        if self.links.get(link.number) is link:
-            del self.links[link.number]
-        self._wakeup.set()
