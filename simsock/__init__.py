@@ -23,7 +23,7 @@ _LAZY = {
     "EngineClosedError": "simsock.modem.engine",
     "LinkTransport": "simsock.sockets.transport",
     "Modem": "simsock.sockets.modem",
-    "open_modem": "simsock.sockets.modem",
+    "open_modem": "simsock.sockets.opener",
 }
 
 __all__ = [
@@ -40,7 +40,8 @@ __all__ = [
 if TYPE_CHECKING:
     from .at.errors import CommandError, ModuleError, ProtocolError
     from .modem.engine import EngineClosedError
-    from .sockets.modem import Modem, open_modem
+    from .sockets.modem import Modem
+    from .sockets.opener import open_modem
     from .sockets.transport import LinkTransport
 
 

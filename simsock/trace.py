@@ -151,7 +151,7 @@ async def open_traced_modem(
 
     The tap is on from the first byte, so the start-up exchange is in the trace.
     """
-    from .sockets.modem import open_modem
+    from .sockets.opener import open_modem
 
     if trace is None:
         async with open_modem(url, **options) as modem:

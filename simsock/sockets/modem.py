@@ -14,37 +14,33 @@ import errno
 import logging
 import socket
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-import serial_asyncio
-
 from ..at import commands as at
 from ..at.commands import check_host, check_port, ip_literal
-from ..at.errors import err_to_oserror, gai_error
+from ..at.errors import err_to_oserror
 from ..at.events import ClientAccepted
 from ..modem.control import ModuleControl
 from ..modem.engine import Engine, Job
 from ..modem.links import Link
-from ..modem.startup import ModuleInfo, bring_up
+from ..modem.startup import ModuleInfo
 from ..modem.supervisor import ModemState, StateChange, Supervisor
 from .datagram import LinkDatagramTransport
+from .dns import AddrInfo, getaddrinfo
 from .server import ModuleServer
 from .transport import LinkTransport, start_tls_for
 
-__all__ = ["Modem", "open_modem"]
+__all__ = ["Modem"]
 
 logger = logging.getLogger("simsock")
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 _D = TypeVar("_D", bound=asyncio.DatagramProtocol)
 
-#: Bytes the serial transport reads per wake-up.
-SERIAL_READ_BYTES = 65536
 #: asyncio.streams' default StreamReader limit.
 DEFAULT_LIMIT = 2**16
-RX_MODES = ("buffer", "push")
 
 
 class Modem(ModuleControl):
@@ -165,45 +161,14 @@ class Modem(ModuleControl):
         type: int = 0,
         proto: int = 0,
         flags: int = 0,
-    ) -> list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]]:
+    ) -> list[AddrInfo]:
         """Resolve ``host`` through the module (``AT+CDNSGIP``, 3.17), shaped like loop.getaddrinfo.
 
         IP literals are answered without asking the module. Names are checked
         against the rules of 3.17 before anything is sent; a name the module
-        cannot resolve raises ``socket.gaierror``.
+        cannot resolve raises ``socket.gaierror``. ``flags`` is accepted and ignored.
         """
-        number = 0 if port is None else int(port)
-        check_port(number, allow_zero=True)
-        address = ip_literal(host) if isinstance(host, str) else None
-        if address is None:
-            try:
-                at.check_domain(host)
-            except ValueError as exc:
-                raise socket.gaierror(socket.EAI_NONAME, str(exc)) from None
-            response = await self._engine.execute(at.cdnsgip(host))
-            values = response.info("+CDNSGIP")
-            if not response.ok or not values or values[0][:1] != [1] or len(values[0]) < 3:
-                code = values[0][1] if values and len(values[0]) > 1 else None
-                raise gai_error(
-                    f"AT+CDNSGIP could not resolve {host!r}",
-                    code if isinstance(code, int) else None,
-                    "DNS general error",
-                )
-            address = ip_literal(str(values[0][2]))
-            if address is None:
-                raise gai_error(f"AT+CDNSGIP gave no address for {host!r}", None, None)
-        af = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        if family not in (0, af):
-            raise socket.gaierror(socket.EAI_FAMILY, f"{host!r} has no address of family {family}")
-        kinds = [type] if type else [socket.SOCK_STREAM, socket.SOCK_DGRAM]
-        out: list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]] = []
-        for kind in kinds:
-            sockaddr: tuple[Any, ...] = (
-                (str(address), number, 0, 0) if af == socket.AF_INET6 else (str(address), number)
-            )
-            protocol = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
-            out.append((af, socket.SocketKind(kind), proto or protocol, "", sockaddr))
-        return out
+        return await getaddrinfo(self._engine, host, port, family=family, type=type, proto=proto)
 
     # -- TCP clients -------------------------------------------------------------
 
@@ -526,128 +491,3 @@ def _ssl_context(ssl: ssl_module.SSLContext | bool | None) -> ssl_module.SSLCont
     if isinstance(ssl, ssl_module.SSLContext):
         return ssl
     raise TypeError(f"ssl must be an SSLContext, True, False or None, not {ssl!r}")
-
-
-class _Opener:
-    """What :func:`open_modem` returns: ``await`` it or use ``async with``."""
-
-    def __init__(self, url: str, kwargs: dict[str, Any]) -> None:
-        self._url = url
-        self._kwargs = kwargs
-        self._modem: Modem | None = None
-
-    def __await__(self) -> Generator[Any, None, Modem]:
-        return _start(self._url, **self._kwargs).__await__()
-
-    async def __aenter__(self) -> Modem:
-        self._modem = await _start(self._url, **self._kwargs)
-        return self._modem
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._modem is not None:
-            await self._modem.close()
-
-
-def open_modem(
-    url: str,
-    *,
-    baudrate: int = 115200,
-    rx_mode: str = "buffer",
-    apn: str | None = None,
-    ip_family: int = 4,
-    trace_lines: int = 0,
-    poll_interval_s: float | None = None,
-    recovery_backoff_s: tuple[float, ...] | None = None,
-    transparent: bool = False,
-    escape_guard_s: float | None = None,
-    wire_tap: Callable[[str, bytes], None] | None = None,
-    **serial_options: Any,
-) -> _Opener:
-    """Open the module at ``url`` (any pyserial URL or device path) and bring it up.
-
-    ``async with open_modem("/dev/ttyUSB2") as modem: ...`` or
-    ``modem = await open_modem(url)`` then ``await modem.close()``. The module
-    is synchronised (``AT``), echo is turned off, the network opened if
-    needed and buffer-access receive mode selected (``rx_mode="buffer"``).
-    ``transparent=True`` selects transparent mode (``AT+CIPMODE=1``, 2): the
-    first connection opened on link 0 is a raw pipe (``escape_guard_s`` is the
-    ``+++`` guard time), other links work in command mode between escapes.
-    ``wire_tap(direction, data)`` sees every byte both ways ("->" written,
-    "<-" read) from the first one: :mod:`simsock.trace` records with it.
-    ``ip_family=6`` selects an IPv6 PDP context (``AT+CSOCKETPN=1,6``, 3.18)
-    before the network opens; ``apn`` sets ``AT+CGDCONT`` first.
-    """
-    if ip_family not in (4, 6):
-        raise ValueError(f"ip_family must be 4 or 6, not {ip_family!r}")
-    if rx_mode not in RX_MODES:
-        raise ValueError(f"rx_mode must be one of {RX_MODES}, not {rx_mode!r}")
-    kwargs = dict(
-        baudrate=baudrate,
-        rx_mode=rx_mode,
-        apn=apn,
-        ip_family=ip_family,
-        trace_lines=trace_lines,
-        poll_interval_s=poll_interval_s,
-        recovery_backoff_s=recovery_backoff_s,
-        transparent=transparent,
-        escape_guard_s=escape_guard_s,
-        wire_tap=wire_tap,
-        **serial_options,
-    )
-    return _Opener(url, kwargs)
-
-
-async def _start(
-    url: str,
-    *,
-    baudrate: int,
-    rx_mode: str,
-    apn: str | None,
-    ip_family: int,
-    trace_lines: int,
-    poll_interval_s: float | None,
-    recovery_backoff_s: tuple[float, ...] | None,
-    transparent: bool,
-    escape_guard_s: float | None,
-    wire_tap: Callable[[str, bytes], None] | None,
-    **serial_options: Any,
-) -> Modem:
-    reader, writer = await serial_asyncio.open_serial_connection(
-        url=url, baudrate=baudrate, **serial_options
-    )
-    # pyserial-asyncio reads at most 1024 bytes a wake-up: a 1500-byte
-    # CIPRXGET answer would take two. Its transport keeps the size here.
-    if hasattr(writer.transport, "_max_read_size"):
-        writer.transport._max_read_size = SERIAL_READ_BYTES
-    engine = Engine(reader, writer, trace_lines=trace_lines)
-    engine.wire_tap = wire_tap  # from the first byte, so a trace includes bring-up
-    if poll_interval_s is not None:
-        engine.poll_interval_s = poll_interval_s
-    if escape_guard_s is not None:
-        engine.escape_guard_s = escape_guard_s
-    engine.start()
-
-    def again() -> Awaitable[ModuleInfo]:
-        return bring_up(
-            engine, rx_mode=rx_mode, apn=apn, ip_family=ip_family, transparent=transparent
-        )
-
-    try:
-        info = await again()
-    except BaseException:
-        await engine.close()
-        raise
-    return Modem(
-        engine,
-        info,
-        url=url,
-        rx_mode=rx_mode,
-        transparent=transparent,
-        bring_up=again,
-        recovery_backoff_s=recovery_backoff_s,
-    )

@@ -1,0 +1,65 @@
+"""Name resolution through the module (``AT+CDNSGIP``, reference 3.17), shaped like getaddrinfo."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from ..at import commands as at
+from ..at.commands import check_port, ip_literal
+from ..at.errors import gai_error
+from ..modem.engine import Engine
+
+__all__ = ["AddrInfo", "getaddrinfo"]
+
+#: One entry of ``loop.getaddrinfo``'s answer.
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
+
+
+async def getaddrinfo(
+    engine: Engine,
+    host: str,
+    port: int | str | None,
+    *,
+    family: int = 0,
+    type: int = 0,
+    proto: int = 0,
+) -> list[AddrInfo]:
+    """Resolve ``host`` through the module, shaped like ``loop.getaddrinfo``.
+
+    IP literals are answered without asking the module. Names are checked
+    against the rules of 3.17 before anything is sent; a name the module
+    cannot resolve raises ``socket.gaierror``.
+    """
+    number = 0 if port is None else int(port)
+    check_port(number, allow_zero=True)
+    address = ip_literal(host) if isinstance(host, str) else None
+    if address is None:
+        try:
+            at.check_domain(host)
+        except ValueError as exc:
+            raise socket.gaierror(socket.EAI_NONAME, str(exc)) from None
+        response = await engine.execute(at.cdnsgip(host))
+        values = response.info("+CDNSGIP")
+        if not response.ok or not values or values[0][:1] != [1] or len(values[0]) < 3:
+            code = values[0][1] if values and len(values[0]) > 1 else None
+            raise gai_error(
+                f"AT+CDNSGIP could not resolve {host!r}",
+                code if isinstance(code, int) else None,
+                "DNS general error",
+            )
+        address = ip_literal(str(values[0][2]))
+        if address is None:
+            raise gai_error(f"AT+CDNSGIP gave no address for {host!r}", None, None)
+    af = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    if family not in (0, af):
+        raise socket.gaierror(socket.EAI_FAMILY, f"{host!r} has no address of family {family}")
+    kinds = [type] if type else [socket.SOCK_STREAM, socket.SOCK_DGRAM]
+    out: list[AddrInfo] = []
+    for kind in kinds:
+        sockaddr: tuple[Any, ...] = (
+            (str(address), number, 0, 0) if af == socket.AF_INET6 else (str(address), number)
+        )
+        protocol = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
+        out.append((af, socket.SocketKind(kind), proto or protocol, "", sockaddr))
+    return out
