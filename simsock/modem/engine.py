@@ -42,6 +42,12 @@ wire_logger = logging.getLogger("simsock.modem.wire")
 #: give up and cancel with ESC (3.4); the reference gives no figure, a module
 #: answers within milliseconds.
 PROMPT_TIMEOUT_S = 5.0
+#: The module's factory rate, and bits on the line per byte (8N1).
+DEFAULT_BAUDRATE = 115200
+BITS_PER_BYTE = 10
+#: Bytes the OS and a serial driver may hold between a drained write and the
+#: wire (measured: a Linux pty holds 18 KiB).
+BUFFERED_WRITE_BYTES = 20 * 1024
 #: Bytes asked of the port per read.
 READ_SIZE = 65536
 #: After a command timed out: how long one ``AT`` probe waits, and how many
@@ -95,6 +101,7 @@ class Engine(Demultiplexer, LinkOperations, TransparentMode):
         *,
         max_link: int = at.MAX_LINK,
         trace_lines: int = 0,
+        baudrate: int = DEFAULT_BAUDRATE,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -137,7 +144,10 @@ class Engine(Demultiplexer, LinkOperations, TransparentMode):
         self.transparent_link: Link | None = None
         self.data_mode = False
         self.escape_guard_s = ESCAPE_GUARD_S
-        self._last_write = 0.0
+        #: When the line will have carried everything written so far: the module
+        #: sees our bytes only then, which is what its +++ guard time counts from.
+        self.baudrate = baudrate
+        self._line_free_at = 0.0
         self._raw_flush: asyncio.TimerHandle | None = None
 
     # -- life cycle --------------------------------------------------------------
@@ -235,7 +245,12 @@ class Engine(Demultiplexer, LinkOperations, TransparentMode):
         if wire_logger.isEnabledFor(logging.DEBUG):
             wire_logger.debug("-> %r", data[:80] if len(data) > 80 else data)
         self.stats.bytes_written += len(data)
-        self._last_write = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        # Written bytes wait at most in the OS and driver buffers, not longer:
+        # past that, drain() held us back (or the line is faster than we think).
+        seconds_per_byte = BITS_PER_BYTE / self.baudrate
+        free_at = max(now, self._line_free_at) + len(data) * seconds_per_byte
+        self._line_free_at = min(free_at, now + BUFFERED_WRITE_BYTES * seconds_per_byte)
         if self.wire_tap is not None:
             self.wire_tap("->", data)
         self._writer.write(data)

@@ -56,7 +56,7 @@ class TransparentMode:
     _writer: asyncio.StreamWriter
     _wakeup: asyncio.Event
     _raw_flush: asyncio.TimerHandle | None
-    _last_write: float
+    _line_free_at: float
     _poll_due: bool
     _control: deque[Job]
     _dispatch: Callable[[Event], None]
@@ -127,20 +127,24 @@ class TransparentMode:
     async def _escape(self) -> None:
         """``+++`` with its guard times (2): to command mode, the raw link kept open.
 
-        The silence before it is counted from our last write plus a margin, as
-        the module counts from when it *read* our last byte. An escape the
+        The silence before it is counted from when the line will have carried
+        our last byte (at the port's baud rate), plus a margin, as the module
+        counts from when it *read* our last byte. An escape the
         module missed reached the peer as data (the limit of transparent mode);
         it is tried again before the module is called unresponsive.
         """
         loop = asyncio.get_running_loop()
         guard = self.escape_guard_s
         for attempt in range(ESCAPE_ATTEMPTS):
-            silence = self._last_write + guard * ESCAPE_MARGIN + 0.05 - loop.time()
+            silence = self._line_free_at + guard * ESCAPE_MARGIN + 0.05 - loop.time()
             if silence > 0:
                 await asyncio.sleep(silence)
             self._parser.expect_escape_ok()
             try:
-                response = await self._exchange(Command(ESCAPE_SEQUENCE, 2 * guard + 2))
+                # The OK queues behind whatever the peer sent that the line has
+                # not carried yet, so allow the usual 9 s on top of the guards.
+                limit = 2 * guard + at.DEFAULT_TIMEOUT_S
+                response = await self._exchange(Command(ESCAPE_SEQUENCE, limit))
             except TimeoutError:
                 logger.warning("no OK after +++ (attempt %d)", attempt + 1)
                 continue

@@ -119,7 +119,7 @@ async def _start(
     # CIPRXGET answer would take two. Its transport keeps the size here.
     if hasattr(writer.transport, "_max_read_size"):
         writer.transport._max_read_size = SERIAL_READ_BYTES
-    engine = Engine(reader, writer, trace_lines=trace_lines)
+    engine = Engine(reader, writer, trace_lines=trace_lines, baudrate=baudrate)
     engine.wire_tap = wire_tap  # from the first byte, so a trace includes bring-up
     if poll_interval_s is not None:
         engine.poll_interval_s = poll_interval_s

@@ -78,3 +78,23 @@ async def test_peer_close_in_data_mode(raw_modem: simsock.Modem) -> None:
         await writer.wait_closed()
     assert not raw_modem.engine.data_mode
     assert await raw_modem.ip_address()
+
+
+async def test_escape_waits_for_the_line_to_carry_what_was_written(
+    echo_server: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """At 115200 baud a 4 KiB raw write takes 0.36 s on the wire: the guard counts from then."""
+    payload = nasty_payload(16 * 1024, seed=23)
+    async with (
+        VirtualModem(escape_guard_s=GUARD_S, baudrate=115200) as vm,
+        simsock.open_modem(vm.url, transparent=True, escape_guard_s=GUARD_S) as modem,
+    ):
+        reader, writer = await modem.open_connection(*echo_server)
+        writer.write(payload)
+        await writer.drain()
+        assert await modem.ip_address()  # escapes right after the queue drained
+        received = await asyncio.wait_for(reader.readexactly(len(payload)), 30)
+        assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+        writer.close()
+        await writer.wait_closed()
+    assert "no OK after +++" not in caplog.text  # the first escape was seen
