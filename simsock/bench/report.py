@@ -217,7 +217,7 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> bool:
             color="red",
             label="target",
         )
-    ax.set_xticks(list(xs), labels, fontsize=7)
+    ax.set_xticks(list(xs), labels, fontsize=7, rotation=30, ha="right")
     ax.set_ylabel("% of one direction of the line")
     ax.set_ylim(80, 105)
     ax.legend(fontsize=8, loc="lower right")
