@@ -60,7 +60,8 @@ class VirtualModem:
     draws from one source seeded with ``seed`` (``None``: drawn, logged and
     kept in :attr:`seed`). Faults can also be injected at any moment:
     :meth:`drop_network`, :meth:`reset_peer`, :meth:`restart`, :meth:`mute`,
-    :meth:`corrupt_next_output`, :meth:`corrupt_next_input`, :meth:`urc_storm`,
+    :meth:`corrupt_next_output`, :meth:`corrupt_next_input`,
+    :meth:`corrupt_next_line`, :meth:`urc_storm`,
     :meth:`send_buffer_full`, :meth:`connect_timeout`, :meth:`forget_data_urc`
     and :meth:`withhold_prompt`.
     """
@@ -235,6 +236,15 @@ class VirtualModem:
         """Fault injection: the next ``nbytes`` bytes from the host are corrupted on the line."""
         self._interpreter.faults.from_host.corrupt += _count(nbytes)
         self._interpreter.faults.applied["corrupt_input"] += 1
+
+    def corrupt_next_line(self, count: int = 1) -> None:
+        """Fault injection: one byte of each of the next ``count`` result lines is corrupted.
+
+        Response lines, final results and late results only: never a payload
+        or its header, so the host's data is never damaged, only its view of
+        what happened (an ``OK`` it cannot read, a ``+CIPSEND:`` it cannot match).
+        """
+        self._interpreter.faults.arm_spoil_line(count)
 
     def urc_storm(self, count: int = 300) -> None:
         """Fault injection: ``count`` URCs (``+CIPRXGET: 1,<n>`` and unknown ones) at once."""

@@ -101,7 +101,7 @@ HOSTILE: Final = FaultConfig(
     noise_rate=0.05,
     chunking=True,
     chunk_max_bytes=256,
-    jitter_s=0.002,
+    jitter_s=0.0005,
 )
 #: URC lines the hostile preset sprinkles (``urc_noise``).
 HOSTILE_URC_NOISE: Final = STORM_URCS[:3]
@@ -212,6 +212,7 @@ class Faults:
         self._withhold_prompts = 0
         self._connect_timeouts = 0
         self._buffer_full: Counter[int | None] = Counter()
+        self._spoil_lines = 0
 
     # --- arming one-shot faults -------------------------------------------------------
 
@@ -230,6 +231,27 @@ class Faults:
     def arm_send_buffer_full(self, link: int | None = None) -> None:
         """The next ``AT+CIPSEND`` on ``link`` (any link: ``None``) is answered ``<cnf>`` 0."""
         self._buffer_full[link] += 1
+
+    def arm_spoil_line(self, count: int = 1) -> None:
+        """The next ``count`` response lines or late results get one byte corrupted.
+
+        Unlike :attr:`LineFaults.corrupt` this never touches a payload block or
+        its header, so no data is damaged: only the host's view of a result.
+        """
+        self._spoil_lines = _bounded(self._spoil_lines + count)
+
+    def pending(self) -> int:
+        """One-shot faults armed and not yet taken effect (a mute counts as one)."""
+        return (
+            self._forget_urcs
+            + self._withhold_prompts
+            + self._connect_timeouts
+            + sum(self._buffer_full.values())
+            + self._spoil_lines
+            + self.to_host.corrupt
+            + self.from_host.corrupt
+            + (self.muted_until is not None)
+        )
 
     def mute(self, now: float, seconds: float | None) -> None:
         """Answer nothing until ``now + seconds`` (``None``: until :meth:`unmute`)."""
@@ -286,6 +308,17 @@ class Faults:
                 return False
         self.applied["send_buffer_full"] += 1
         return True
+
+    def spoil_line(self, text: str) -> str:
+        """``text``, or ``text`` with one character changed when a line fault is armed."""
+        if not self._spoil_lines or not text:
+            return text
+        self._spoil_lines -= 1
+        self.applied["corrupt_line"] += 1
+        index = self.rng.randrange(len(text))
+        # Any byte but CR and LF: the line stays one line, only its content is wrong.
+        byte = self.rng.choice([b for b in range(256) if b not in (0x0A, 0x0D, ord(text[index]))])
+        return text[:index] + chr(byte) + text[index + 1 :]
 
     def noise_here(self) -> bool:
         """Whether a ``urc_noise`` line goes at this place."""

@@ -375,11 +375,21 @@ class Interpreter:
     def mute(self, now: float, seconds: float | None = None) -> None:
         """Fault injection: read and discard everything, answer nothing, for ``seconds``.
 
-        ``None``: until :meth:`unmute`. The network side keeps working (data is
-        buffered), but nothing the module would say in the meantime is ever said.
+        ``None``: until :meth:`unmute`. A CIPSEND payload being read or a
+        command not yet run is abandoned. The network side keeps working (data
+        is buffered), but nothing the module would say meanwhile is ever said.
         """
         self._now = max(self._now, now)
         self.faults.mute(self._now, seconds)
+        # The hung firmware abandons what it was doing: a CIPSEND payload half
+        # read, a command waiting out its latency, a half-typed line. After the
+        # spell it is in command mode, as after any unanswered command.
+        if self._mode in (_Mode.PAYLOAD, _Mode.BUSY):
+            self._outgoing = None
+            self._prompt_withheld = False
+            self._mode = _Mode.COMMAND
+        self._inbuf.clear()
+        self._lines = CommandLineReader()
 
     def unmute(self) -> None:
         """End :meth:`mute` early."""
@@ -418,11 +428,15 @@ class Interpreter:
         for index, part in enumerate(parts):
             if index:
                 self._out += self._noise()
-            self._out += frame(part) if isinstance(part, str) else part
+            self._out += self._line(part) if isinstance(part, str) else part
 
     def late(self, text: str) -> None:
         """A late result (``+CIPOPEN: 0,0`` after ``OK``): a URC, noise before it."""
-        self._urc(self._noise() + frame(text))
+        self._urc(self._noise() + self._line(text))
+
+    def _line(self, text: str) -> bytes:
+        """A response line or late result, framed; spoiled if a line fault is armed."""
+        return frame(self.faults.spoil_line(text))
 
     def ip_error(self, code: int) -> None:
         """``+IP ERROR: <err_info>`` ``ERROR``, as a number with CIPCCFG errMode 0 (5.1)."""
