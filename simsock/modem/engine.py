@@ -48,6 +48,8 @@ BITS_PER_BYTE = 10
 #: Bytes the OS and a serial driver may hold between a drained write and the
 #: wire (measured: a Linux pty holds 18 KiB).
 BUFFERED_WRITE_BYTES = 20 * 1024
+#: How much longer than the module's own AT+CIPTIMEOUT the library waits.
+CIPTIMEOUT_MARGIN_S = 5.0
 #: Bytes asked of the port per read.
 READ_SIZE = 65536
 #: After a command timed out: how long one ``AT`` probe waits, and how many
@@ -226,8 +228,16 @@ class Engine(Demultiplexer, LinkOperations, TransparentMode):
         )
 
     def timeout_for(self, command: Command) -> float:
-        """How long ``command`` (and its late result) may take on this module."""
-        return self._cip_timeouts.get(command.name, command.timeout_s)
+        """How long ``command`` (and its late result) may take on this module.
+
+        For the commands AT+CIPTIMEOUT governs, the module reports its own
+        timeout (``+CIPOPEN: <link>,10``): we wait a little longer, so that
+        answer, with its code, is what the caller gets.
+        """
+        limit = self._cip_timeouts.get(command.name)
+        if limit is None:
+            return command.timeout_s
+        return limit + CIPTIMEOUT_MARGIN_S
 
     def expect_late(self, name: str, key: int | None) -> asyncio.Future[list[int]]:
         """Register a waiter for a late result (before the command is queued)."""
@@ -273,6 +283,7 @@ class Engine(Demultiplexer, LinkOperations, TransparentMode):
                 except TimeoutError:
                     # No '>': cancel so the module never takes our next command as payload.
                     logger.warning("no '>' after %s: cancelling with ESC", command.line)
+                    inflight.response.prompt_missing = True
                     self._write(bytes([at.ESC]))
                 except OSError:
                     pass  # the final result (ERROR) came instead of the prompt

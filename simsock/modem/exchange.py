@@ -10,11 +10,12 @@ in the same chunk as the ``OK``, or before it, is never lost.
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections import deque
 from dataclasses import dataclass, field
 
 from ..at.commands import Command
-from ..at.errors import ProtocolError, err_to_oserror, ip_error_to_oserror
+from ..at.errors import ProtocolError, err_to_oserror, ip_error_to_oserror, module_error
 from ..at.events import CmeError, Connect, ConnectFail, Error, FinalResult, Line, Ok
 from ..at.fields import Field
 
@@ -40,15 +41,23 @@ class Response:
     final: FinalResult | Connect | ConnectFail | None = None
     ip_error: str | None = None  # "+IP ERROR:" text or number
     cip_error: int | None = None  # "+CIPERROR:" code
+    prompt_missing: bool = False  # no '>' came: the payload was not sent (ESC cancelled)
 
     @property
     def ok(self) -> bool:
-        """The final result was ``OK`` (or ``CONNECT`` for a transparent open or ``ATO``)."""
-        return isinstance(self.final, Ok | Connect)
+        """The final result was ``OK`` (or ``CONNECT`` for a transparent open or ``ATO``).
+
+        A send whose ``>`` never came is not: its payload was never written.
+        """
+        return isinstance(self.final, Ok | Connect) and not self.prompt_missing
 
     def error(self, context: str | None = None) -> OSError:
         """The OSError this failed response stands for."""
         what = context or self.command.name.lstrip("+")
+        if self.prompt_missing:
+            return module_error(
+                errno.ETIMEDOUT, f"{what}: no '>' prompt; cancelled with ESC", None, None
+            )
         if isinstance(self.final, ConnectFail):
             return err_to_oserror(1, context="CIPOPEN")  # CONNECT FAIL (3.3)
         if self.ip_error is not None:

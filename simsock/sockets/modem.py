@@ -263,7 +263,10 @@ class Modem(ModuleControl):
                 raise response.error("CIPOPEN")
             else:
                 limit = engine.timeout_for(command)
-                _, err = await asyncio.wait_for(asyncio.shield(result), limit)
+                try:
+                    _, err = await asyncio.wait_for(asyncio.shield(result), limit)
+                except TimeoutError:
+                    raise TimeoutError(f"CIPOPEN: no result from the module in {limit} s") from None
                 if err != 0:
                     raise err_to_oserror(err, context="CIPOPEN")
         except asyncio.CancelledError:

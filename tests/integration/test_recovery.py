@@ -132,3 +132,95 @@ async def test_closing_the_modem_fails_open_streams_and_stops_tasks(
     assert modem.state is ModemState.CLOSED
     await asyncio.sleep(0)
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("simsock-")]
+
+
+async def test_module_restart_fails_links_and_brings_the_module_up_again(
+    fast_modem: simsock.Modem, vm: VirtualModem, echo_server: tuple[str, int]
+) -> None:
+    changes: list[StateChange] = []
+    fast_modem.add_state_listener(changes.append)
+    reader, writer = await fast_modem.open_connection(*echo_server)
+    vm.restart()
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(reader.read(), 5)
+    await wait_until(lambda: fast_modem.state is ModemState.UP and len(changes) >= 2)
+    assert [c.state for c in changes] == [ModemState.RESTARTING, ModemState.UP]
+    assert fast_modem.engine.links == {}
+    # echo is off again and the network open: a new connection works
+    reader, writer = await fast_modem.open_connection(*echo_server)
+    writer.write(b"reborn")
+    assert await asyncio.wait_for(reader.readexactly(6), 5) == b"reborn"
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_module_that_stops_answering_times_out_then_resynchronises(
+    vm: VirtualModem,
+) -> None:
+    async with simsock.open_modem(vm.url) as modem:
+        vm.mute(2.0)  # longer than one AT+CSQ (9 s would be slow): shorten its wait
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await modem.engine.execute(simsock.at.commands.Command("AT+CSQ", 1.0))
+        assert time.monotonic() - started < 1.5  # bounded by the command's time
+        # the probes outlast the mute: the stream is in step again
+        await wait_until(lambda: modem.engine.stats.commands > 3, 10)
+        lines = await asyncio.wait_for(modem.command("AT+CSQ"), 10)
+        assert any(line.startswith("+CSQ") for line in lines)
+        assert modem.state is ModemState.UP
+
+
+async def test_a_dead_module_closes_the_modem(vm: VirtualModem) -> None:
+    async with simsock.open_modem(vm.url) as modem:
+        vm.mute()  # for ever
+        with pytest.raises(TimeoutError):
+            await modem.engine.execute(simsock.at.commands.Command("AT+CSQ", 0.5))
+        await wait_until(lambda: modem.state is ModemState.CLOSED, 15)
+        with pytest.raises(simsock.EngineClosedError):
+            await modem.command("AT")
+
+
+async def test_forgotten_data_notices_are_found_by_polling(
+    vm: VirtualModem, echo_server: tuple[str, int]
+) -> None:
+    async with simsock.open_modem(vm.url, poll_interval_s=0.2) as modem:
+        reader, writer = await modem.open_connection(*echo_server)
+        vm.forget_data_urc(1)
+        writer.write(b"quiet")
+        assert await asyncio.wait_for(reader.readexactly(5), 5) == b"quiet"
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_full_send_buffer_fails_the_stream(
+    modem: simsock.Modem, vm: VirtualModem, echo_server: tuple[str, int]
+) -> None:
+    reader, writer = await modem.open_connection(*echo_server)
+    vm.send_buffer_full()
+    writer.write(b"x" * 100)
+    with pytest.raises(ConnectionResetError, match="send buffer full"):
+        await asyncio.wait_for(reader.read(), 5)
+    await wait_until(lambda: not modem.engine.links)
+
+
+async def test_a_withheld_prompt_is_cancelled_with_esc(
+    modem: simsock.Modem, vm: VirtualModem, echo_server: tuple[str, int]
+) -> None:
+    reader, writer = await modem.open_connection(*echo_server)
+    vm.withhold_prompt(1)
+    writer.write(b"lost")
+    with pytest.raises(TimeoutError, match="CIPSEND: no '>'"):
+        await asyncio.wait_for(reader.read(), 15)
+    # the module never took a command as payload: the stream is in step
+    assert any(line.startswith("+CSQ") for line in await modem.command("AT+CSQ"))
+
+
+async def test_connect_timeout(modem: simsock.Modem, vm: VirtualModem) -> None:
+    await modem.set_timeouts(cipopen_s=3)  # the module's connect timeout (3.12)
+    vm.connect_timeout(1)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        await asyncio.wait_for(modem.open_connection("127.0.0.1", 9), 20)
+    assert time.monotonic() - started < 6
+    assert getattr(info.value, "module_code", None) == 10
+    assert modem.engine.links == {}
