@@ -237,14 +237,15 @@ class VirtualModem:
         self._interpreter.faults.from_host.corrupt += _count(nbytes)
         self._interpreter.faults.applied["corrupt_input"] += 1
 
-    def corrupt_next_line(self, count: int = 1) -> None:
+    def corrupt_next_line(self, count: int = 1, prefix: str = "") -> None:
         """Fault injection: one byte of each of the next ``count`` result lines is corrupted.
 
         Response lines, final results and late results only: never a payload
         or its header, so the host's data is never damaged, only its view of
         what happened (an ``OK`` it cannot read, a ``+CIPSEND:`` it cannot match).
+        With ``prefix``, only lines starting with it count.
         """
-        self._interpreter.faults.arm_spoil_line(count)
+        self._interpreter.faults.arm_spoil_line(count, prefix)
 
     def urc_storm(self, count: int = 300) -> None:
         """Fault injection: ``count`` URCs (``+CIPRXGET: 1,<n>`` and unknown ones) at once."""

@@ -213,6 +213,7 @@ class Faults:
         self._connect_timeouts = 0
         self._buffer_full: Counter[int | None] = Counter()
         self._spoil_lines = 0
+        self._spoil_prefix = ""
 
     # --- arming one-shot faults -------------------------------------------------------
 
@@ -232,13 +233,16 @@ class Faults:
         """The next ``AT+CIPSEND`` on ``link`` (any link: ``None``) is answered ``<cnf>`` 0."""
         self._buffer_full[link] += 1
 
-    def arm_spoil_line(self, count: int = 1) -> None:
+    def arm_spoil_line(self, count: int = 1, prefix: str = "") -> None:
         """The next ``count`` response lines or late results get one byte corrupted.
+
+        With ``prefix`` only lines that start with it count (``"+CIPSEND:"``).
 
         Unlike :attr:`LineFaults.corrupt` this never touches a payload block or
         its header, so no data is damaged: only the host's view of a result.
         """
         self._spoil_lines = _bounded(self._spoil_lines + count)
+        self._spoil_prefix = prefix
 
     def pending(self) -> int:
         """One-shot faults armed and not yet taken effect (a mute counts as one)."""
@@ -311,7 +315,7 @@ class Faults:
 
     def spoil_line(self, text: str) -> str:
         """``text``, or ``text`` with one character changed when a line fault is armed."""
-        if not self._spoil_lines or not text:
+        if not self._spoil_lines or not text or not text.startswith(self._spoil_prefix):
             return text
         self._spoil_lines -= 1
         self.applied["corrupt_line"] += 1

@@ -141,6 +141,11 @@ class Interpreter:
         self._boot_at: float | None = None
 
     @property
+    def reading_payload(self) -> int | None:
+        """The link whose CIPSEND payload the module is reading now, or ``None``."""
+        return self._outgoing.link if self._outgoing is not None else None
+
+    @property
     def seed(self) -> int:
         """The seed of the module's random source: pass it as ``seed=`` to replay a run."""
         return self.faults.seed
