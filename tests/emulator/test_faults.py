@@ -522,3 +522,25 @@ def test_the_seed_replays_a_hostile_module_without_io() -> None:
 
     assert run(8) == run(8)
     assert run(8) != run(9)
+
+
+async def test_corrupt_next_line_spoils_one_result_line_never_a_payload(
+    open_host: HostOpener, peer: PeerStarter
+) -> None:
+    _, server, port = await start(peer, greeting=b"payload!")
+    async with VirtualModem(seed=5) as vm:
+        host = await open_host(vm.url)
+        await bring_up(host)
+        await open_link(host, port)
+        await host.expect(b"\r\n+CIPRXGET: 1,1\r\n")
+        vm.corrupt_next_line(prefix="OK")  # the OK after the payload block, not the block
+        await host.send("AT+CIPRXGET=2,1\r")
+        await host.expect(b"\r\n+CIPRXGET: 2,1,8,0\r\npayload!")
+        spoiled = await host.read_exact(6)
+        assert spoiled[:2] == b"\r\n"
+        assert spoiled[-2:] == b"\r\n"
+        assert spoiled[2:4] != b"OK"
+        assert sum(a != b for a, b in zip(spoiled, b"\r\nOK\r\n", strict=True)) == 1
+        assert await host.command("AT+CSQ") == ["+CSQ: 24,99", "OK"]  # one line only
+        assert vm.faults_applied["corrupt_line"] == 1
+    server.close()
