@@ -132,6 +132,8 @@ def check_domain(name: str) -> str:
 
 def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address when ``host`` is an IPv4/IPv6 literal (brackets allowed), else ``None``."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {type(host).__name__}")
     text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         return ipaddress.ip_address(text)

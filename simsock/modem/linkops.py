@@ -121,7 +121,17 @@ class LinkOperations:
             raise
         if not response.ok:
             self._late.discard("+CIPSEND", link.number, confirm)
-            self._fail_link(link, response.error("CIPSEND"))
+            error = response.error("CIPSEND")
+            if not link.udp and not response.prompt_missing:
+                # The module refuses to send on a TCP link that is gone (the peer
+                # reset it meanwhile, "+CIPERROR: 4"): to a socket, a reset.
+                error = module_error(
+                    errno.ECONNRESET,
+                    f"CIPSEND refused, the connection is gone: {error}",
+                    getattr(error, "module_code", None),
+                    getattr(error, "module_text", None),
+                )
+            self._fail_link(link, error)
             return
         if link.udp:
             link.datagrams.popleft()
@@ -151,8 +161,10 @@ class LinkOperations:
     def _send_confirmed(self, link: Link, size: int, fut: asyncio.Future[list[int]]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
+        if link.owner is None or link.state is not LinkState.OPEN:
+            return  # the link failed or is closing: this late confirmation changes nothing
         _, requested, confirmed = fut.result()
-        link.unconfirmed -= size
+        link.unconfirmed = max(0, link.unconfirmed - size)
         if confirmed != requested:
             # 0: the module's or the peer's buffer is full; -1: broken (3.4).
             # Either way the reference says the socket cannot be used any more.
@@ -211,6 +223,7 @@ class LinkOperations:
             owner.link_lost(exc)
         link.tx.clear()
         link.datagrams.clear()
+        link.unconfirmed = 0  # confirmations still due no longer matter; close now
         if link.state is LinkState.OPEN and not link.remote_closed:
             link.close_requested = True
             self._wakeup.set()

@@ -14,13 +14,13 @@ import errno
 import logging
 import socket
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ..at import commands as at
 from ..at.commands import check_host, check_port, ip_literal
-from ..at.errors import err_to_oserror
+from ..at.errors import ModuleError, err_to_oserror
 from ..at.events import ClientAccepted
 from ..modem.control import ModuleControl
 from ..modem.engine import Engine, Job
@@ -276,11 +276,20 @@ class Modem(ModuleControl):
                 engine.release(link, None)
                 raise
             # The module may still connect: close the link when its result comes.
-            task = asyncio.ensure_future(self._abandon(link, job, result))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(self._abandon(link, job, result))
+            raise
+        except TimeoutError as exc:
+            # No answer in time: whether the module opened the link is unknown
+            # (a lost OK, a mute module). Close it there before reusing the number.
+            # (A timeout the module reported, "+CIPOPEN: <link>,10", is an answer.)
+            engine.discard_late("+CIPOPEN", link.number, result)
+            if engine.closed or isinstance(exc, ModuleError):
+                engine.release(link, None)
+            else:
+                self._in_background(self._reclaim(link))
             raise
         except BaseException:
+            engine.discard_late("+CIPOPEN", link.number, result)
             if engine.links.get(link.number) is link:
                 engine.release(link, None)
             raise
@@ -292,6 +301,25 @@ class Modem(ModuleControl):
             engine, link, protocol, {"peername": (ip, port), "sockname": sockname}
         )
         return transport, protocol
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reclaim(self, link: Link) -> None:
+        """``AT+CIPCLOSE`` a link whose open had no clear answer, then free its number."""
+        engine = self._engine
+        command = at.cipclose(link.number)
+        done = engine.expect_late("+CIPCLOSE", link.number)
+        try:
+            if (await engine.execute(command)).ok:
+                await asyncio.wait_for(done, engine.timeout_for(command))
+        except (OSError, TimeoutError) as exc:
+            logger.info("link %d: closing after an unclear open: %s", link.number, exc)
+        finally:
+            engine.discard_late("+CIPCLOSE", link.number, done)
+            engine.release(link, None)
 
     async def _abandon(self, link: Link, job: Job, result: asyncio.Future[list[int]]) -> None:
         """A cancelled open: once the module reports the result, close a link it opened."""

@@ -2,9 +2,8 @@
 
 The one file in tests/emulator that drives ``simsock`` itself: each test is
 the smallest run in which the library misses the outcome documented for a
-fault (found by the soak, ``benchmarks/soak.py``). They are strict xfails:
-when the library is fixed they pass, and the marker must go (and the fault
-kind back into the CI soak: ``KNOWN_LIBRARY_GAPS`` in benchmarks/soak.py).
+fault (found by the soak, ``benchmarks/soak.py``). They were strict xfails
+until the library was fixed; now they guard those fixes.
 """
 
 from __future__ import annotations
@@ -51,12 +50,6 @@ async def round_trip(modem: simsock.Modem, peer: tuple[str, int], data: bytes) -
     await writer.wait_closed()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: a CIPOPEN the module never answers (mute) leaves its +CIPOPEN late-result"
-    " waiter registered; the next open of that link loses its result to it (TimeoutError), the"
-    " module keeps the link open and every later open of it fails with EOPNOTSUPP (module error 4)",
-)
 async def test_an_unanswered_cipopen_leaves_the_link_usable(
     vm: VirtualModem, modem: simsock.Modem, echo_server: tuple[str, int]
 ) -> None:
@@ -67,12 +60,6 @@ async def test_an_unanswered_cipopen_leaves_the_link_usable(
         await round_trip(modem, echo_server, b"again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: when the OK of a CIPOPEN is lost (corrupted) the open times out but the"
-    " module did open the link; the library never closes it, so that link number fails every"
-    " later open with EOPNOTSUPP (module error 4)",
-)
 async def test_a_cipopen_whose_ok_is_lost_leaves_the_link_usable(
     vm: VirtualModem, modem: simsock.Modem, echo_server: tuple[str, int]
 ) -> None:
@@ -96,12 +83,6 @@ async def test_a_withheld_prompt_fails_the_link_and_frees_it(
     await round_trip(modem, echo_server, b"again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: when a +CIPSEND: confirmation is lost the link fails (TimeoutError) but the"
-    " overdue bytes are never taken off link.unconfirmed, so AT+CIPCLOSE is never sent: the link"
-    " number stays taken in library and module (EMFILE for every later open)",
-)
 async def test_a_lost_send_confirmation_fails_the_link_and_frees_it(
     vm: VirtualModem, modem: simsock.Modem, echo_server: tuple[str, int]
 ) -> None:
@@ -117,11 +98,6 @@ async def test_a_lost_send_confirmation_fails_the_link_and_frees_it(
         await round_trip(modem, echo_server, b"again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: a CIPSEND the module answers '+CIPERROR: 4' because the peer reset the"
-    " link meanwhile fails the stream with CommandError(EOPNOTSUPP), not ConnectionResetError",
-)
 async def test_a_reset_during_a_send_is_a_connection_reset(
     echo_server: tuple[str, int],
 ) -> None:

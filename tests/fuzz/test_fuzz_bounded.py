@@ -78,11 +78,6 @@ def test_the_checks_catch_a_smuggled_command() -> None:
         FUZZ.check_command(Command('AT+CDNSGIP="a";+NETCLOSE', 6.0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: at.cdnscfg() with a non-str server raises AttributeError (from ip_literal),"
-    " not TypeError: builders must raise only ValueError or TypeError",
-)
 def test_cdnscfg_refuses_a_non_string_with_type_error() -> None:
     from simsock.at import commands as at
 
