@@ -477,7 +477,9 @@ async def soak(
             try:
                 while True:
                     elapsed = time.monotonic() - started
-                    if total_bytes is not None and summary.bytes_moved >= total_bytes:
+                    # the byte budget ends a run once every fault kind was injected
+                    moved = total_bytes is not None and summary.bytes_moved >= total_bytes
+                    if moved and not run.schedule:
                         break
                     if seconds is not None and elapsed >= seconds:
                         break
