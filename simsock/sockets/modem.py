@@ -392,6 +392,9 @@ class Modem(ModuleControl):
             raise TypeError("ssl must be an SSLContext for a server")
         first, last = self._info.capabilities.servers
         free = [i for i in range(first, last + 1) if i not in self._servers]
+        if self.transparent:
+            # Server 0's clients would be raw links (2); simsock serves in command mode.
+            free = [i for i in free if i != 0]
         if not free:
             raise OSError(errno.EMFILE, f"all {last - first + 1} module servers are in use")
         server = ModuleServer(

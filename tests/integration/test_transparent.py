@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -98,3 +99,23 @@ async def test_escape_waits_for_the_line_to_carry_what_was_written(
         writer.close()
         await writer.wait_closed()
     assert "no OK after +++" not in caplog.text  # the first escape was seen
+
+
+async def test_servers_use_index_one_in_transparent_mode(raw_modem: simsock.Modem) -> None:
+    """Server 0's clients would be raw links: simsock serves on server 1, in command mode."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readexactly(4))
+        await writer.drain()
+        writer.close()
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with await raw_modem.start_server(echo, port) as server:
+        assert server.index == 1
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
+        writer.close()
+        await writer.wait_closed()
