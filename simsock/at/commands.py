@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "CIPTIMEOUT_DEFAULT_S",
@@ -44,6 +44,7 @@ MAX_COMMAND_CHARS = 556
 MAX_DOMAIN_CHARS = 254
 MAX_LABEL_CHARS = 63
 
+_NAME = re.compile(r"\+?[A-Za-z&]+[0-9]?")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*\Z")
 #: Commands whose timeout is AT+CIPTIMEOUT's (3.12).
@@ -56,18 +57,17 @@ class Command:
 
     line: str
     timeout_s: float
+    #: ``"+CIPOPEN"`` for ``AT+CIPOPEN=...``, ``"E0"`` for ``ATE0`` (derived).
+    name: str = field(init=False, compare=False)
+    #: The bytes to write: the line and its CR (1) (derived).
+    wire: bytes = field(init=False, compare=False, repr=False)
 
-    @property
-    def wire(self) -> bytes:
-        """The bytes to write: the line and its CR (1)."""
-        return self.line.encode("ascii") + b"\r"
-
-    @property
-    def name(self) -> str:
-        """``"+CIPOPEN"`` for ``AT+CIPOPEN=...``, ``"E0"`` for ``ATE0``."""
+    def __post_init__(self) -> None:
+        # Computed once: the engine asks for both on every exchange.
         body = self.line[2:]
-        match = re.match(r"\+?[A-Za-z&]+[0-9]?", body)
-        return match.group(0).upper() if match else body
+        match = _NAME.match(body)
+        object.__setattr__(self, "name", match.group(0).upper() if match else body)
+        object.__setattr__(self, "wire", self.line.encode("ascii") + b"\r")
 
 
 def _command(body: str, timeout_s: float | None = None) -> Command:

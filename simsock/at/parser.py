@@ -103,6 +103,8 @@ def _ints(fields: Sequence[object], count: int, line: str) -> list[int]:
 
 #: Whole CRLF-framed text lines, then perhaps the start of one more (a read may
 #: end inside the URC that followed the marker).
+#: ``+CIPRXGET: 2|3,<link>,<read_len>,<rest_len>`` in its usual spelling (3.5).
+_CIPRXGET_READ = re.compile(r"\+CIPRXGET: ?([23]),(\d{1,2}),(\d{1,5}),(\d{1,9})\Z")
 _TRAILING_LINES = re.compile(
     rb"(?:\r\n[\x20-\x7e]{1,120}\r\n)*(?:\r(?:\n[\x20-\x7e]{0,120}\r?)?)?\Z"
 )
@@ -364,6 +366,12 @@ class Parser:
             code = text[11:].strip()
             return CmeError(int(code) if code.isdigit() else code)
         if text.startswith("+CIPRXGET:"):
+            fast = _CIPRXGET_READ.match(text)
+            if fast is not None:  # the hot path of buffer access: skip the general tokenizer
+                hex_ = fast.group(1) == "3"
+                limit = MAX_HEX_PAYLOAD_BYTES if hex_ else MAX_PAYLOAD_BYTES
+                link, length, rest = int(fast.group(2)), int(fast.group(3)), int(fast.group(4))
+                return self._start_payload(length, link, rest, hex_, ended_cr, limit)
             fields = split_fields(text[10:])
             mode = fields[0] if fields else None
             if mode == 1 and len(fields) == 2:

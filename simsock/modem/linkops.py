@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,12 @@ from .links import Link, LinkState
 __all__ = ["LinkOperations"]
 
 logger = logging.getLogger("simsock.modem")
+
+
+@functools.cache
+def _read_command(link: int) -> Command:
+    """``AT+CIPRXGET=2,<link>,1500``, built once per link: it is sent for every read."""
+    return at.ciprxget_read(link, at.MAX_READ_BYTES)
 
 
 class LinkOperations:
@@ -90,7 +97,7 @@ class LinkOperations:
         return None
 
     async def _read_op(self, link: Link) -> None:
-        response = await self._exchange(at.ciprxget_read(link.number, at.MAX_READ_BYTES))
+        response = await self._exchange(_read_command(link.number))
         if response.ok:
             if link.remote_closed and not link.readable:
                 link.deliver_eof()
