@@ -251,24 +251,7 @@ class Modem(ModuleControl):
         result = engine.expect_late("+CIPOPEN", link.number)
         job = engine.submit(command, until_connect=transparent)
         try:
-            response = await job.wait()
-            if transparent:
-                engine.discard_late("+CIPOPEN", link.number, result)
-                if not response.ok:
-                    raise response.error("CIPOPEN")
-            elif not response.ok:
-                engine.discard_late("+CIPOPEN", link.number, result)
-                if result.done() and not result.cancelled():
-                    raise err_to_oserror(result.result()[1], context="CIPOPEN")
-                raise response.error("CIPOPEN")
-            else:
-                limit = engine.timeout_for(command)
-                try:
-                    _, err = await asyncio.wait_for(asyncio.shield(result), limit)
-                except TimeoutError:
-                    raise TimeoutError(f"CIPOPEN: no result from the module in {limit} s") from None
-                if err != 0:
-                    raise err_to_oserror(err, context="CIPOPEN")
+            await self._opened(link, job, result)
         except asyncio.CancelledError:
             if not job.sent:
                 # Never written: nothing happened in the module.
@@ -301,6 +284,30 @@ class Modem(ModuleControl):
             engine, link, protocol, {"peername": (ip, port), "sockname": sockname}
         )
         return transport, protocol
+
+    async def _opened(self, link: Link, job: Job, result: asyncio.Future[list[int]]) -> None:
+        """Wait for an ``AT+CIPOPEN``'s outcome; raise the OSError of a failure (3.3).
+
+        TCP: ``OK``, then ``+CIPOPEN: <link>,<err>``; UDP: the result comes
+        before ``OK``; failure before anything is sent: the result, then
+        ``ERROR``; transparent mode: ``CONNECT`` or ``CONNECT FAIL``.
+        """
+        engine = self._engine
+        response = await job.wait()
+        if job.until_connect or not response.ok:
+            engine.discard_late("+CIPOPEN", link.number, result)
+            if response.ok:
+                return
+            if result.done() and not result.cancelled() and result.result()[1] != 0:
+                raise err_to_oserror(result.result()[1], context="CIPOPEN")
+            raise response.error("CIPOPEN")
+        limit = engine.timeout_for(job.command)
+        try:
+            _, err = await asyncio.wait_for(asyncio.shield(result), limit)
+        except TimeoutError:
+            raise TimeoutError(f"CIPOPEN: no result from the module in {limit} s") from None
+        if err != 0:
+            raise err_to_oserror(err, context="CIPOPEN")
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -494,19 +501,11 @@ class Modem(ModuleControl):
         link.udp = True
         result = engine.expect_late("+CIPOPEN", link.number)
         try:
-            response = await engine.execute(at.cipopen_udp(link.number, local_port))
-            if not response.ok:
-                engine.discard_late("+CIPOPEN", link.number, result)
-                if result.done() and not result.cancelled() and result.result()[1] != 0:
-                    raise err_to_oserror(result.result()[1], context="CIPOPEN")
-                raise response.error("CIPOPEN")
-            # UDP: "+CIPOPEN: <link>,0" comes before OK (3.3)
-            _, err = await asyncio.wait_for(asyncio.shield(result), at.CIPTIMEOUT_DEFAULT_S)
-            if err != 0:
-                raise err_to_oserror(err, context="CIPOPEN")
+            await self._opened(link, engine.submit(at.cipopen_udp(link.number, local_port)), result)
         except BaseException:
+            engine.discard_late("+CIPOPEN", link.number, result)
             if engine.links.get(link.number) is link:
-                del engine.links[link.number]
+                engine.release(link, None)
             raise
         engine.link_opened(link)
         protocol = protocol_factory()
