@@ -9,11 +9,20 @@ The library parses responses with it; the virtual SIM7028 parses commands.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import ProtocolError
 
-__all__ = ["Field", "Quoted", "format_fields", "info_name", "split_fields", "split_info_line"]
+__all__ = [
+    "Field",
+    "Quoted",
+    "format_fields",
+    "info_name",
+    "int_fields",
+    "split_fields",
+    "split_info_line",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,20 @@ def split_info_line(line: str) -> tuple[str, list[Field]] | None:
     if name is None:
         return None
     return name, split_fields(line[len(name) + 1 :])
+
+
+def int_fields(fields: Sequence[Field], count: int, what: str, *, exact: bool = True) -> list[int]:
+    """The first ``count`` fields as ints (all of them when ``exact``), or ProtocolError.
+
+    ``what`` names the line or answer in the error message.
+    """
+    head = fields[:count]
+    if len(head) < count or (exact and len(fields) != count):
+        raise ProtocolError(f"malformed {what}: {fields!r}")
+    values = [f for f in head if type(f) is int]
+    if len(values) != count:
+        raise ProtocolError(f"malformed {what}: {fields!r}")
+    return values
 
 
 def format_fields(fields: list[Field]) -> str:

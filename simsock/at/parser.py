@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .buffer import ReceiveBuffer
@@ -42,7 +42,7 @@ from .events import (
     ReceivedData,
     TransparentClosed,
 )
-from .fields import split_fields
+from .fields import int_fields, split_fields
 
 __all__ = [
     "MAX_HEX_PAYLOAD_BYTES",
@@ -93,12 +93,6 @@ def split_address(text: str) -> tuple[str, int]:
     if number > 65535:
         raise ProtocolError(f"port out of range: {text!r}")
     return host, number
-
-
-def _ints(fields: Sequence[object], count: int, line: str) -> list[int]:
-    if len(fields) != count or not all(type(f) is int for f in fields):
-        raise ProtocolError(f"malformed line: {line!r}")
-    return [int(f) for f in fields]  # type: ignore[call-overload]
 
 
 #: Whole CRLF-framed text lines, then perhaps the start of one more (a read may
@@ -355,7 +349,7 @@ class Parser:
                 raise ProtocolError(f"malformed +IPD header: {text!r}")
             return self._start_payload(int(digits), None, -1, False, ended_cr, MAX_PAYLOAD_BYTES)
         if text.startswith("+RECEIVE,"):
-            link, length = _ints(list(split_fields(text[9:])), 2, text)
+            link, length = int_fields(split_fields(text[9:]), 2, repr(text))
             return self._start_payload(length, link, -1, False, ended_cr, MAX_PAYLOAD_BYTES)
         if text.startswith("+RECV FROM:"):
             self._recv_from = split_address(text[11:])
@@ -375,9 +369,9 @@ class Parser:
             fields = split_fields(text[10:])
             mode = fields[0] if fields else None
             if mode == 1 and len(fields) == 2:
-                return DataWaiting(_ints(fields[1:], 1, text)[0])
+                return DataWaiting(int_fields(fields[1:], 1, repr(text))[0])
             if mode in (2, 3) and len(fields) == 4:
-                link, length, rest = _ints(fields[1:], 3, text)
+                link, length, rest = int_fields(fields[1:], 3, repr(text))
                 hex_ = mode == 3
                 limit = MAX_HEX_PAYLOAD_BYTES if hex_ else MAX_PAYLOAD_BYTES
                 if rest < 0:
@@ -385,7 +379,7 @@ class Parser:
                 return self._start_payload(length, link, rest, hex_, ended_cr, limit)
             return Line(text)
         if text.startswith("+IPCLOSE:"):
-            link, reason = _ints(split_fields(text[9:]), 2, text)
+            link, reason = int_fields(split_fields(text[9:]), 2, repr(text))
             return LinkClosed(link, reason)
         if text.startswith("+CLIENT:"):
             fields = split_fields(text[8:])

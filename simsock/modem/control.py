@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..at import commands as at
 from ..at.commands import Command
 from ..at.errors import ProtocolError
-from ..at.fields import Field
+from ..at.fields import Field, int_fields
 from .engine import Engine
 from .exchange import Response
 
@@ -98,12 +98,6 @@ class LinkCounters:
     received: int
 
 
-def _ints(fields: list[Field], count: int, what: str) -> list[int]:
-    if len(fields) < count or not all(type(f) is int for f in fields[:count]):
-        raise ProtocolError(f"malformed {what} answer: {fields!r}")
-    return [f for f in fields[:count] if isinstance(f, int)]
-
-
 class ModuleControl:
     """Typed command methods over an engine; see the module docstring."""
 
@@ -119,6 +113,12 @@ class ModuleControl:
         if not values:
             raise ProtocolError(f"{command.line}: no {name} line in the answer")
         return values[0]
+
+    async def _ints(self, command: Command, name: str, count: int) -> list[int]:
+        """The first ``count`` integers of the ``name:`` line ``command`` answers."""
+        return int_fields(
+            await self._one(command, name), count, f"{command.line} answer", exact=False
+        )
 
     async def capabilities(self) -> Capabilities:
         """Ask the module's test commands (3.3, 3.4, 3.14) what it supports."""
@@ -144,7 +144,7 @@ class ModuleControl:
 
     async def network_open(self) -> bool:
         """``AT+NETOPEN?`` (3.1): whether the socket service is up."""
-        return _ints(await self._one(at.query("+NETOPEN"), "+NETOPEN"), 1, "NETOPEN?")[0] == 1
+        return (await self._ints(at.query("+NETOPEN"), "+NETOPEN", 1))[0] == 1
 
     async def link_table(self) -> list[LinkInfo]:
         """``AT+CIPOPEN?`` (3.3): every link, free or open."""
@@ -169,7 +169,7 @@ class ModuleControl:
 
     async def timeouts(self) -> Timeouts:
         """``AT+CIPTIMEOUT?`` (3.12)."""
-        values = _ints(await self._one(at.query("+CIPTIMEOUT"), "+CIPTIMEOUT"), 3, "CIPTIMEOUT?")
+        values = await self._ints(at.query("+CIPTIMEOUT"), "+CIPTIMEOUT", 3)
         return Timeouts(*(v / 1000 for v in values))
 
     async def set_timeouts(
@@ -189,7 +189,7 @@ class ModuleControl:
 
     async def socket_config(self) -> SocketConfig:
         """``AT+CIPCCFG?`` (3.13)."""
-        values = _ints(await self._one(at.query("+CIPCCFG"), "+CIPCCFG"), 7, "CIPCCFG?")
+        values = await self._ints(at.query("+CIPCCFG"), "+CIPCCFG", 7)
         return SocketConfig(*values)
 
     async def set_socket_config(self, **changes: int) -> SocketConfig:
@@ -212,8 +212,7 @@ class ModuleControl:
 
     async def send_mode(self) -> bool:
         """``AT+CIPSENDMODE?`` (3.11): whether sends are confirmed only once the peer ACKed."""
-        fields = await self._one(at.query("+CIPSENDMODE"), "+CIPSENDMODE")
-        return _ints(fields, 1, "CIPSENDMODE?")[0] == 1
+        return (await self._ints(at.query("+CIPSENDMODE"), "+CIPSENDMODE", 1))[0] == 1
 
     async def set_send_mode(self, wait_for_ack: bool) -> None:
         """``AT+CIPSENDMODE`` (3.11): with ``True``, ``drain()`` waits for the peer's ACK."""
@@ -221,7 +220,7 @@ class ModuleControl:
 
     async def link_counters(self, link: int) -> LinkCounters:
         """``AT+CIPACK=<link>`` (3.16); ``link`` is ``transport.get_extra_info("link")``."""
-        values = _ints(await self._one(at.cipack(link), "+CIPACK"), 3, "CIPACK")
+        values = await self._ints(at.cipack(link), "+CIPACK", 3)
         return LinkCounters(*values)
 
     async def set_keepalive(
@@ -248,8 +247,8 @@ class ModuleControl:
 
     async def header_settings(self) -> tuple[bool, bool]:
         """``AT+CIPHEAD?`` and ``AT+CIPSRIP?`` (3.8, 3.9): length and sender headers on pushes."""
-        head = _ints(await self._one(at.query("+CIPHEAD"), "+CIPHEAD"), 1, "CIPHEAD?")[0]
-        srip = _ints(await self._one(at.query("+CIPSRIP"), "+CIPSRIP"), 1, "CIPSRIP?")[0]
+        head = (await self._ints(at.query("+CIPHEAD"), "+CIPHEAD", 1))[0]
+        srip = (await self._ints(at.query("+CIPSRIP"), "+CIPSRIP", 1))[0]
         return head == 1, srip == 1
 
     async def require_network(self) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..at.commands import Command
 from ..at.errors import ProtocolError, err_to_oserror, ip_error_to_oserror, module_error
 from ..at.events import CmeError, Connect, ConnectFail, Error, FinalResult, Line, Ok
-from ..at.fields import Field
+from ..at.fields import Field, int_fields
 
 __all__ = ["InFlight", "LateResults", "Response"]
 
@@ -159,10 +159,10 @@ class LateResults:
         count = LATE_RESULT_FIELDS.get(name or "")
         if name is None or count is None:
             return False
-        fields = line.fields
-        if len(fields) != count or not all(type(f) is int for f in fields):
-            return False
-        values = [int(f) for f in fields]  # type: ignore[arg-type]
+        try:
+            values = int_fields(line.fields, count, line.text)
+        except ProtocolError:
+            return False  # same name, other shape (a query's answer): not a late result
         key = values[0] if count > 1 else None
         queue = self._waiters.get((name, key))
         while queue:
@@ -182,14 +182,3 @@ class LateResults:
                     fut.set_exception(exc)
                     fut.exception()
         self._waiters.clear()
-
-    def pending(self, name: str) -> bool:
-        """Whether any waiter for ``name`` results exists."""
-        return any(key[0] == name for key in self._waiters)
-
-
-def check_shape(fields: list[Field], count: int, line: str) -> list[int]:
-    """Fields that must be ``count`` integers, or ProtocolError."""
-    if len(fields) != count or not all(type(f) is int for f in fields):
-        raise ProtocolError(f"malformed response line: {line!r}")
-    return [int(f) for f in fields]  # type: ignore[arg-type]
