@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import simsock
+from simsock.driver import ModemState
 from simsock.emulator import VirtualModem
-from simsock.modem.supervisor import ModemState
 
 __all__ = ["CI_KINDS", "DOCUMENTED", "FAULT_KINDS", "SoakSummary", "format_summary", "main", "soak"]
 
@@ -109,6 +109,11 @@ def _reset(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionResetError)
 
 
+def _broken_pipe(exc: BaseException) -> bool:
+    # Written bytes that could not leave before the module freed the link (+IPCLOSE).
+    return isinstance(exc, BrokenPipeError)
+
+
 def _timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError)
 
@@ -125,7 +130,7 @@ def _eof(exc: BaseException) -> bool:
 #: For each fault, the exceptions a transfer it hits may end with.
 DOCUMENTED: Final[dict[str, tuple[Callable[[BaseException], bool], ...]]] = {
     "drop_network": (_enetdown,),
-    "reset_peer": (_eof, _reset),
+    "reset_peer": (_eof, _reset, _broken_pipe),
     # Until RDY arrives the library cannot know: what it sent meanwhile times out.
     "restart": (_reset, _enetdown, _timeout),
     "send_buffer_full": (_reset,),

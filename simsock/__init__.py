@@ -12,7 +12,12 @@ pulls in no asyncio and no serial code.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
+
+# A library logs, the program decides where it goes (logging HOWTO): without
+# this, warnings would reach every program's stderr through the last resort.
+logging.getLogger("simsock").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0.dev0"
 
@@ -20,7 +25,8 @@ _LAZY = {
     "CommandError": "simsock.at.errors",
     "ModuleError": "simsock.at.errors",
     "ProtocolError": "simsock.at.errors",
-    "EngineClosedError": "simsock.modem.engine",
+    "EngineClosedError": "simsock.at.errors",
+    "ModuleUnresponsiveError": "simsock.at.errors",
     "LinkTransport": "simsock.sockets.transport",
     "Modem": "simsock.sockets.modem",
     "open_modem": "simsock.sockets.opener",
@@ -32,14 +38,20 @@ __all__ = [
     "LinkTransport",
     "Modem",
     "ModuleError",
+    "ModuleUnresponsiveError",
     "ProtocolError",
     "__version__",
     "open_modem",
 ]
 
 if TYPE_CHECKING:
-    from .at.errors import CommandError, ModuleError, ProtocolError
-    from .modem.engine import EngineClosedError
+    from .at.errors import (
+        CommandError,
+        EngineClosedError,
+        ModuleError,
+        ModuleUnresponsiveError,
+        ProtocolError,
+    )
     from .sockets.modem import Modem
     from .sockets.opener import open_modem
     from .sockets.transport import LinkTransport

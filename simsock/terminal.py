@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TextIO
 
 from .at import commands as at
+from .at.bringup import synchronise
 from .at.errors import ProtocolError
 from .at.events import (
     CmeError,
@@ -31,9 +32,8 @@ from .at.events import (
     describe,
 )
 from .at.parser import Parser
-from .modem.control import ModuleControl
-from .modem.engine import Engine
-from .modem.startup import synchronise
+from .driver.control import ModuleControl
+from .driver.driver import Driver
 
 __all__ = ["BareModule", "Terminal", "UrcPrinter", "open_bare", "probe", "run_terminal"]
 
@@ -59,8 +59,8 @@ class Terminal(Protocol):
     url: str
 
     @property
-    def engine(self) -> Engine:
-        """The engine that owns the port."""
+    def engine(self) -> Driver:
+        """The driver that owns the port."""
         ...
 
     async def command(self, line: str) -> list[str]:
@@ -75,18 +75,18 @@ class BareModule(ModuleControl):
     registered): ``simsock at --no-network`` and ``simsock probe --no-network``.
     """
 
-    def __init__(self, engine: Engine, url: str) -> None:
-        self._engine = engine
+    def __init__(self, driver: Driver, url: str) -> None:
+        self._driver = driver
         self.url = url
 
     @property
-    def engine(self) -> Engine:
-        """The engine that owns the port."""
-        return self._engine
+    def engine(self) -> Driver:
+        """The driver that owns the port."""
+        return self._driver
 
     async def command(self, line: str) -> list[str]:
         """As :meth:`simsock.Modem.command`: checked, serialised, OSError on ``ERROR``."""
-        response = await self._engine.execute(at.raw(line))
+        response = await self._driver.execute(at.raw(line))
         response.raise_for_error()
         return response.lines
 
@@ -99,15 +99,15 @@ async def open_bare(
     import serial_asyncio
 
     reader, writer = await serial_asyncio.open_serial_connection(url=url, baudrate=baudrate)
-    engine = Engine(reader, writer)
-    engine.wire_tap = wire_tap
-    engine.start()
+    driver = Driver(reader, writer)
+    driver.wire_tap = wire_tap
+    driver.start()
     try:
-        await synchronise(engine)
-        (await engine.execute(at.echo(False))).raise_for_error()
-        yield BareModule(engine, url)
+        await driver.run(synchronise())
+        (await driver.execute(at.echo(False))).raise_for_error()
+        yield BareModule(driver, url)
     finally:
-        await engine.close()
+        await driver.close()
 
 
 class UrcPrinter:

@@ -17,17 +17,20 @@ __all__ = [
     "ERR_DESCRIPTIONS",
     "IP_ERROR_STRINGS",
     "CommandError",
+    "EngineClosedError",
     "ModuleConnectionRefusedError",
     "ModuleConnectionResetError",
     "ModuleError",
     "ModuleGaiError",
     "ModuleTimeoutError",
+    "ModuleUnresponsiveError",
     "ProtocolError",
     "err_to_oserror",
     "gai_error",
     "ip_error_code",
     "ip_error_to_oserror",
     "module_error",
+    "timeout_error",
 ]
 
 
@@ -38,6 +41,24 @@ class ProtocolError(Exception):
     the engine when a response breaks the command's grammar. Not an OSError:
     it is the module's misbehaviour, not a network condition.
     """
+
+
+class EngineClosedError(ConnectionAbortedError):
+    """The modem was closed, or its port went away (``errno`` ECONNABORTED)."""
+
+    def __init__(self, message: str = "the modem is closed") -> None:
+        super().__init__(errno.ECONNABORTED, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class ModuleUnresponsiveError(EngineClosedError, TimeoutError):
+    """The module stopped answering: no proven ``OK`` after a command timed out (ETIMEDOUT)."""
+
+    def __init__(self, message: str = "the module stopped answering") -> None:
+        super().__init__(message)
+        self.errno = errno.ETIMEDOUT
 
 
 class ModuleError(OSError):
@@ -196,6 +217,11 @@ def module_error(err_no: int, text: str, code: int | None, module_text: str | No
     exc.module_code = code
     exc.module_text = module_text
     return exc
+
+
+def timeout_error(text: str) -> TimeoutError:
+    """A ``TimeoutError`` with ``errno`` ETIMEDOUT, as a socket's would have."""
+    return TimeoutError(errno.ETIMEDOUT, text)
 
 
 def gai_error(text: str, code: int | None, module_text: str | None) -> OSError:

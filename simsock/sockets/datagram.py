@@ -15,8 +15,8 @@ import logging
 from typing import Any
 
 from ..at import commands as at
-from ..modem.engine import Engine
-from ..modem.links import Link
+from ..at.link import Link
+from ..driver.driver import Driver
 from .endpoint import LinkEndpoint
 
 __all__ = ["LinkDatagramTransport"]
@@ -32,18 +32,22 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
 
     def __init__(
         self,
-        engine: Engine,
+        driver: Driver,
         link: Link,
         protocol: asyncio.DatagramProtocol,
         remote_addr: tuple[str, int] | None,
         extra: dict[str, Any],
     ) -> None:
-        super().__init__(engine, link, protocol, extra)
+        super().__init__(driver, link, protocol, extra)
         self._remote = remote_addr
         self._protocol_paused = False
         self._high_water = DEFAULT_HIGH_WATER_BYTES
         self._low_water = DEFAULT_HIGH_WATER_BYTES // 4
-        protocol.connection_made(self)
+        try:
+            protocol.connection_made(self)
+        except Exception as exc:
+            logger.exception("connection_made raised")
+            self._force_close(exc)
         self._attach()
 
     def sendto(self, data: Any, addr: Any = None) -> None:
@@ -76,15 +80,17 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
             return
         if not data:
             return  # the module cannot send an empty datagram (lengths are 1-1500)
-        self._link.datagrams.append((bytes(data), (str(literal), port)))
-        self._engine.wake()
+        self._driver.send_datagram(self._link, bytes(data), (str(literal), port))
         if not self._protocol_paused and self._link.queued > self._high_water:
             self._protocol_paused = True
-            self._protocol.pause_writing()
+            try:
+                self._protocol.pause_writing()
+            except Exception:
+                logger.exception("pause_writing raised")
 
     def link_datagram(self, data: bytes, address: tuple[str, int]) -> None:
-        """(engine) One datagram from ``address``."""
-        if self._lost:
+        """(driver) One datagram from ``address``; nothing after ``close()``."""
+        if self._lost or self._closing:
             return
         try:
             self._protocol.datagram_received(data, address)
@@ -93,18 +99,21 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
             self._force_close(exc)
 
     def link_data(self, data: bytes) -> None:
-        """(engine) Unused for UDP: every delivery carries an address."""
+        """(driver) Unused for UDP: every delivery carries an address."""
         self.link_datagram(data, self._link.peer)
 
     def link_eof(self) -> None:
-        """(engine) UDP has no end of stream."""
+        """(driver) UDP has no end of stream."""
 
     def link_sent(self) -> None:
-        """(engine) The module took a datagram."""
+        """(driver) The module took a datagram."""
         if self._protocol_paused and self._link.queued <= self._low_water:
             self._protocol_paused = False
-            self._protocol.resume_writing()
+            try:
+                self._protocol.resume_writing()
+            except Exception:
+                logger.exception("resume_writing raised")
 
     def get_write_buffer_size(self) -> int:
         """Bytes of datagrams queued."""
-        return self._link.queued
+        return 0 if self._lost else self._link.queued

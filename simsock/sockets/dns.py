@@ -6,18 +6,51 @@ import socket
 from typing import Any
 
 from ..at import commands as at
-from ..at.commands import check_port, ip_literal
+from ..at.commands import check_host, check_port, ip_literal
 from ..at.errors import gai_error
-from ..modem.engine import Engine
+from ..driver.driver import Driver
 
-__all__ = ["AddrInfo", "getaddrinfo"]
+__all__ = ["AddrInfo", "getaddrinfo", "host_or_gaierror", "service_port"]
 
 #: One entry of ``loop.getaddrinfo``'s answer.
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 
 
+def service_port(port: int | str | None, proto: str) -> int:
+    """A port as ``loop.getaddrinfo`` takes it: a number, digits, or a service name ("http").
+
+    Names are looked up in this host's services database, as the stdlib does;
+    an unknown one raises ``socket.gaierror`` (EAI_SERVICE).
+    """
+    if port is None:
+        return 0
+    if isinstance(port, str):
+        if port.isascii() and port.isdigit():
+            return int(port)
+        try:
+            return socket.getservbyname(port, proto)
+        except OSError:
+            raise socket.gaierror(socket.EAI_SERVICE, f"unknown service {port!r}") from None
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int or a str, not {type(port).__name__}")
+    return port
+
+
+def host_or_gaierror(host: str) -> str:
+    """``host`` checked for the wire (3.17); a name the module could misread is a gaierror.
+
+    ``loop.create_connection`` raises ``socket.gaierror`` for a host it cannot
+    resolve; a host name with a quote or a CR is such a name, and never reaches
+    the wire.
+    """
+    try:
+        return check_host(host)
+    except ValueError as exc:
+        raise socket.gaierror(socket.EAI_NONAME, str(exc)) from None
+
+
 async def getaddrinfo(
-    engine: Engine,
+    driver: Driver,
     host: str,
     port: int | str | None,
     *,
@@ -29,9 +62,10 @@ async def getaddrinfo(
 
     IP literals are answered without asking the module. Names are checked
     against the rules of 3.17 before anything is sent; a name the module
-    cannot resolve raises ``socket.gaierror``.
+    cannot resolve raises ``socket.gaierror``. While the module recovers its
+    network, the question waits for it (up to the connect timeout).
     """
-    number = 0 if port is None else int(port)
+    number = service_port(port, "udp" if type == socket.SOCK_DGRAM else "tcp")
     check_port(number, allow_zero=True)
     address = ip_literal(host) if isinstance(host, str) else None
     if address is None:
@@ -39,7 +73,7 @@ async def getaddrinfo(
             at.check_domain(host)
         except ValueError as exc:
             raise socket.gaierror(socket.EAI_NONAME, str(exc)) from None
-        response = await engine.execute(at.cdnsgip(host))
+        response = await driver.execute(at.cdnsgip(host), wait_up=True)
         values = response.info("+CDNSGIP")
         if not response.ok or not values or values[0][:1] != [1] or len(values[0]) < 3:
             code = values[0][1] if values and len(values[0]) > 1 else None

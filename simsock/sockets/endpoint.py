@@ -1,7 +1,7 @@
 """What every link transport shares: the link, the protocol, closing and loss.
 
 ``LinkTransport`` (TCP, a stream) and ``LinkDatagramTransport`` (UDP) both
-hold one engine link and differ only in how data moves; the life cycle
+hold one module link and differ only in how data moves; the life cycle
 (``close``, ``abort``, ``_force_close``, ``connection_lost`` exactly once) is
 written once here.
 """
@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..modem.engine import Engine
-from ..modem.links import Link
+from ..at.link import Link
+from ..driver.driver import Driver
 
 __all__ = ["LinkEndpoint"]
 
@@ -22,13 +22,13 @@ logger = logging.getLogger("simsock.sockets")
 
 
 class LinkEndpoint:
-    """Mixin for transports over one engine link (put it first among the bases)."""
+    """Mixin for transports over one module link (put it first among the bases)."""
 
     _protocol: Any
 
     def __init__(
         self,
-        engine: Engine,
+        driver: Driver,
         link: Link,
         protocol: asyncio.BaseProtocol,
         extra: dict[str, Any] | None = None,
@@ -37,7 +37,7 @@ class LinkEndpoint:
         extra.setdefault("link", link.number)
         super().__init__(extra)  # type: ignore[call-arg]  # asyncio.BaseTransport
         self._loop = asyncio.get_running_loop()
-        self._engine = engine
+        self._driver = driver
         self._link = link
         self._protocol = protocol
         self._closing = False
@@ -46,7 +46,7 @@ class LinkEndpoint:
 
     def _attach(self) -> None:
         """Become the link's owner (after ``connection_made``): early data flows now."""
-        self._link.attach(self)  # type: ignore[arg-type]
+        self._driver.attach(self._link, self)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         state = "closed" if self._lost else "closing" if self._closing else "open"
@@ -61,25 +61,26 @@ class LinkEndpoint:
         if self._closing or self._lost:
             return
         self._closing = True
-        self._engine.request_close(self._link)
+        self._driver.close_link(self._link)
 
     def abort(self) -> None:
-        """Drop what is queued and close now."""
+        """Drop what is queued and close now; ``connection_lost(None)`` follows, as in asyncio."""
         if self._lost:
             return
         self._closing = True
-        self._engine.request_close(self._link, abort=True)
+        self._driver.close_link(self._link, abort=True)
+        self._loop.call_soon(self._call_connection_lost, None)
 
     def _force_close(self, exc: BaseException | None) -> None:
         """Close on a fatal error; asyncio's SSLProtocol calls this (with the error)."""
         if self._lost:
             return
         self._closing = True
-        self._engine.request_close(self._link, abort=True)
+        self._driver.close_link(self._link, abort=True)
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def link_lost(self, exc: BaseException | None) -> None:
-        """(engine) The link is over."""
+        """(driver) The link is over."""
         self._closing = True
         self._loop.call_soon(self._call_connection_lost, exc)
 
@@ -87,7 +88,6 @@ class LinkEndpoint:
         if self._lost:
             return
         self._lost = True
-        self._link.owner = None
         try:
             self._protocol.connection_lost(exc)
         except Exception:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any
 
 import serial_asyncio
 
-from ..modem.engine import Engine
-from ..modem.startup import ModuleInfo, bring_up
+from ..at.bringup import BringUpOptions
+from ..at.session import SessionConfig
+from ..driver.driver import Driver
 from .modem import Modem
 
 __all__ = ["RX_MODES", "SERIAL_READ_BYTES", "open_modem"]
@@ -119,30 +120,20 @@ async def _start(
     # CIPRXGET answer would take two. Its transport keeps the size here.
     if hasattr(writer.transport, "_max_read_size"):
         writer.transport._max_read_size = SERIAL_READ_BYTES
-    engine = Engine(reader, writer, trace_lines=trace_lines, baudrate=baudrate)
-    engine.wire_tap = wire_tap  # from the first byte, so a trace includes bring-up
+    config = SessionConfig(baudrate=baudrate, trace_lines=trace_lines)
     if poll_interval_s is not None:
-        engine.poll_interval_s = poll_interval_s
+        config.poll_interval_s = poll_interval_s
     if escape_guard_s is not None:
-        engine.escape_guard_s = escape_guard_s
-    engine.start()
-
-    def again() -> Awaitable[ModuleInfo]:
-        return bring_up(
-            engine, rx_mode=rx_mode, apn=apn, ip_family=ip_family, transparent=transparent
-        )
-
+        config.escape_guard_s = escape_guard_s
+    if recovery_backoff_s is not None:
+        config.recovery_backoff_s = recovery_backoff_s
+    driver = Driver(reader, writer, config)
+    driver.wire_tap = wire_tap  # from the first byte, so a trace includes bring-up
+    driver.start()
+    options = BringUpOptions(rx_mode=rx_mode, apn=apn, ip_family=ip_family, transparent=transparent)
     try:
-        info = await again()
+        info = await driver.bring_up(options)
     except BaseException:
-        await engine.close()
+        await driver.close()
         raise
-    return Modem(
-        engine,
-        info,
-        url=url,
-        rx_mode=rx_mode,
-        transparent=transparent,
-        bring_up=again,
-        recovery_backoff_s=recovery_backoff_s,
-    )
+    return Modem(driver, info, url=url, rx_mode=rx_mode, transparent=transparent)

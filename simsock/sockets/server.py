@@ -18,9 +18,7 @@ import ssl as ssl_module
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..at import commands as at
-from ..at.events import ClientAccepted
-from ..modem.links import Link
+from ..at.link import Link
 from .transport import LinkTransport, start_tls_for
 
 if TYPE_CHECKING:
@@ -115,13 +113,13 @@ class ModuleServer(asyncio.AbstractServer):
         if self._started:
             return
         self._started = True
-        response = await self._modem.engine.execute(
-            at.serverstart(self.port, self.index, self._backlog)
-        )
-        if not response.ok:
+        driver = self._modem.driver
+        try:
+            await driver.run(driver.session.start_server(self.port, self.index, self._backlog))
+        except BaseException:
             self._started = False
             self._modem.forget_server(self)
-            raise response.error("SERVERSTART")
+            raise
         self._serving = True
 
     async def serve_forever(self) -> None:
@@ -173,14 +171,8 @@ class ModuleServer(asyncio.AbstractServer):
         try:
             await self._idle.wait()
             if self._started:
-                engine = self._modem.engine
-                done = engine.expect_late("+SERVERSTOP", self.index)
-                response = await engine.execute(at.serverstop(self.index))
-                if response.ok:
-                    await asyncio.wait_for(done, at.CIPTIMEOUT_DEFAULT_S)
-                else:
-                    engine.discard_late("+SERVERSTOP", self.index, done)
-                    logger.warning("server %d: %s", self.index, response.error("SERVERSTOP"))
+                driver = self._modem.driver
+                await driver.run(driver.session.stop_server(self.index))
         except Exception as exc:
             logger.warning("server %d did not stop cleanly: %s", self.index, exc)
         finally:
@@ -196,24 +188,31 @@ class ModuleServer(asyncio.AbstractServer):
 
     # -- accepting -----------------------------------------------------------------
 
-    def accept(self, event: ClientAccepted, link: Link) -> None:
+    def accept(self, link: Link) -> None:
         """The module accepted a client on ``link`` for this server."""
+        driver = self._modem.driver
         if self._closing:
             logger.info("server %d is closing: client on link %d closed", self.index, link.number)
-            self._modem.engine.request_close(link)
+            driver.close_link(link)
             return
         extra = {
-            "peername": (event.host, event.port),
+            "peername": link.peer,
             "sockname": (self._modem.address or "0.0.0.0", self.port),
             "server": self.index,
         }
         if self._ssl is None:
-            transport = LinkTransport(self._modem.engine, link, self._factory(), extra)
+            try:
+                protocol = self._factory()
+            except Exception:
+                logger.exception("the server's protocol factory raised: client closed")
+                driver.close_link(link, abort=True)
+                return
+            transport = LinkTransport(driver, link, protocol, extra)
             self._track(transport)
+            driver.resume_reading(link)
             return
         # TLS: the placeholder protocol holds the link paused until start_tls takes over.
-        link.reading = False
-        transport = LinkTransport(self._modem.engine, link, asyncio.Protocol(), extra)
+        transport = LinkTransport(driver, link, asyncio.Protocol(), extra)
         self._track(transport)
         task = asyncio.ensure_future(self._start_tls(transport))
         self._tasks.add(task)

@@ -5,7 +5,7 @@ It honours the asyncio contract the way ``_SelectorSocketTransport`` does:
 ``get_buffer``/``buffer_updated`` for a ``BufferedProtocol``) in order,
 ``eof_received`` then, if it returns false, ``close()``; ``connection_lost``
 exactly once. Flow control works both ways: ``pause_reading`` stops the
-engine's ``AT+CIPRXGET`` reads for the link (data waits in the module), and
+session's ``AT+CIPRXGET`` reads for the link (data waits in the module), and
 ``pause_writing`` is called while the write buffer is above its high-water mark.
 """
 
@@ -15,8 +15,8 @@ import asyncio
 import logging
 from typing import Any
 
-from ..modem.engine import Engine
-from ..modem.links import Link
+from ..at.link import Link
+from ..driver.driver import Driver
 from .endpoint import LinkEndpoint
 
 __all__ = ["TLS_WRITE_HIGH_WATER_BYTES", "LinkTransport", "deliver", "start_tls_for"]
@@ -35,12 +35,12 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
 
     def __init__(
         self,
-        engine: Engine,
+        driver: Driver,
         link: Link,
         protocol: asyncio.BaseProtocol,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(engine, link, protocol, extra)
+        super().__init__(driver, link, protocol, extra)
         self._protocol_paused = False
         self._high_water = DEFAULT_HIGH_WATER_BYTES
         self._low_water = DEFAULT_HIGH_WATER_BYTES // 4
@@ -59,31 +59,30 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
     # -- reading -------------------------------------------------------------------
 
     def is_reading(self) -> bool:
-        """Whether the engine may read the link for this transport."""
+        """Whether the session may read the link for this transport."""
         return self._link.reading and not self._closing
 
     def pause_reading(self) -> None:
         """Stop asking the module for data; it waits in the module's buffer."""
-        self._link.reading = False
+        self._driver.pause_reading(self._link)
 
     def resume_reading(self) -> None:
         """Read again (what arrived meanwhile is delivered first)."""
         if not self._link.reading:
-            self._link.reading = True
-            self._engine.wake()
+            self._driver.resume_reading(self._link)
             if self._held or self._held_eof:
                 self._loop.call_soon(self._flush_held)
 
     def _flush_held(self) -> None:
-        while self._held and self._link.reading and not self._lost:
+        while self._held and self._link.reading and not self._lost and not self._closing:
             self._deliver(self._held.pop(0))
-        if self._held_eof and not self._held and self._link.reading:
+        if self._held_eof and not self._held and self._link.reading and not self._closing:
             self._held_eof = False
             self._deliver_eof()
 
     def link_data(self, data: bytes) -> None:
-        """(engine) Payload for the protocol."""
-        if self._lost:
+        """(driver) Payload for the protocol; nothing after ``close()``, as in asyncio."""
+        if self._lost or self._closing:
             return
         if not self._link.reading or self._held:
             self._held.append(data)
@@ -97,9 +96,13 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
             logger.exception("data_received raised")
             self._force_close(exc)
 
+    def link_datagram(self, data: bytes, address: tuple[str, int]) -> None:
+        """(driver) Not for a stream."""
+        self.link_data(data)
+
     def link_eof(self) -> None:
-        """(engine) The peer closed and all its data was delivered."""
-        if self._lost:
+        """(driver) The peer closed and all its data was delivered."""
+        if self._lost or self._closing:
             return
         if not self._link.reading or self._held:
             self._held_eof = True
@@ -119,7 +122,7 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
     # -- writing -------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data``; the engine cuts it into ``AT+CIPSEND`` of at most 1500 bytes."""
+        """Queue ``data``; the session cuts it into ``AT+CIPSEND`` of at most 1500 bytes."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
@@ -130,8 +133,7 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
             # asyncio's socket transports ignore (and log) writes after close.
             logger.warning("write() on a closed link transport ignored")
             return
-        self._link.tx += data
-        self._engine.wake()
+        self._driver.send(self._link, bytes(data))
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:
@@ -149,7 +151,9 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
 
     def get_write_buffer_size(self) -> int:
         """Bytes queued, including those sent and not yet confirmed by the module."""
-        return len(self._link.tx) + self._link.unconfirmed
+        if self._lost:
+            return 0
+        return self._link.queued + self._link.unconfirmed_bytes
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         """``(low, high)`` water marks."""
@@ -176,7 +180,7 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
             logger.exception("pause_writing raised")
 
     def link_sent(self) -> None:
-        """(engine) The module confirmed a send: resume the protocol below the low mark."""
+        """(driver) The module confirmed a send: resume the protocol below the low mark."""
         if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
             self._protocol_paused = False
             try:

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 import simsock
+from simsock.driver import ModemState
+from simsock.driver.control import parse_ranges
 from simsock.emulator import VirtualModem
-from simsock.modem.control import parse_ranges
 
 
 def test_parse_ranges() -> None:
@@ -51,7 +52,7 @@ async def test_state_queries(modem: simsock.Modem, echo_server: tuple[str, int])
 
 async def test_configuration_commands_round_trip(modem: simsock.Modem) -> None:
     await modem.set_timeouts(netopen_s=30, cipopen_s=10, cipsend_s=20)
-    assert await modem.timeouts() == simsock.modem.control.Timeouts(30.0, 10.0, 20.0)
+    assert await modem.timeouts() == simsock.driver.control.Timeouts(30.0, 10.0, 20.0)
     config = await modem.set_socket_config(nm_retry=5, timeout_ms=1000)
     assert (config.nm_retry, config.timeout_ms) == (5, 1000)
     with pytest.raises(ValueError, match="managed by simsock"):
@@ -93,13 +94,18 @@ async def test_ipv6_echo(echo6: int) -> None:
         await writer.wait_closed()
 
 
-async def test_a_late_result_in_the_same_read_as_ok_is_not_part_of_the_answer(
-    modem: simsock.Modem,
-) -> None:
-    seen: list[str] = []
-    modem.engine.on_unsolicited = lambda line: seen.append(line.text)
-    # "OK" and "+NETCLOSE: 0" come in one write from the module
-    assert await modem.command("AT+NETCLOSE") == []
-    await asyncio.sleep(0.1)
-    assert "+NETCLOSE: 0" in seen
+async def test_network_close_and_reopen(modem: simsock.Modem, echo_server: tuple[str, int]) -> None:
+    # "OK" and "+NETCLOSE: 0" come in one write from the module: the late
+    # result ends the procedure, and the network stays closed (no recovery).
+    await modem.network_close()
+    await asyncio.sleep(0.2)
     assert not await modem.network_open()
+    assert modem.state is ModemState.NETWORK_DOWN
+    await modem.network_reopen()
+    assert await modem.network_open()
+    assert modem.state is ModemState.UP
+    reader, writer = await modem.open_connection(*echo_server)
+    writer.write(b"reopened")
+    assert await asyncio.wait_for(reader.readexactly(8), 10) == b"reopened"
+    writer.close()
+    await writer.wait_closed()

@@ -1,4 +1,4 @@
-"""What crossed the port: the engine's counters (benchmarks, the demo and tests read them)."""
+"""What crossed the port: the session's counters (benchmarks, the demo and tests read them)."""
 
 from __future__ import annotations
 

@@ -8,15 +8,15 @@ inherits them. The module's answers come back as small frozen dataclasses.
 from __future__ import annotations
 
 import errno
-import re
 from dataclasses import dataclass
 
 from ..at import commands as at
+from ..at.bringup import Capabilities, capabilities, parse_ranges
 from ..at.commands import Command
 from ..at.errors import ProtocolError
 from ..at.fields import Field, int_fields
-from .engine import Engine
-from .exchange import Response
+from ..at.response import Response
+from .driver import Driver
 
 __all__ = [
     "Capabilities",
@@ -27,33 +27,6 @@ __all__ = [
     "Timeouts",
     "parse_ranges",
 ]
-
-_RANGE = re.compile(r"\((-?\d+)-(-?\d+)\)|\((-?\d+)\)")
-
-
-def parse_ranges(text: str) -> list[tuple[int, int]]:
-    """The ``(a-b)`` and ``(a)`` ranges of a test-command answer, in order.
-
-    ``'+CIPSEND: (0-1),(1-1500)'`` → ``[(0, 1), (1, 1500)]``; quoted lists
-    such as ``("TCP","UDP")`` are skipped.
-    """
-    out = []
-    for match in _RANGE.finditer(text):
-        if match.group(1) is not None:
-            out.append((int(match.group(1)), int(match.group(2))))
-        else:
-            out.append((int(match.group(3)), int(match.group(3))))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What the module says it supports (its ``=?`` answers), capped at the reference's values."""
-
-    links: tuple[int, int] = (0, at.MAX_LINK)
-    servers: tuple[int, int] = (0, at.MAX_SERVER)
-    max_send: int = at.MAX_SEND_BYTES
-    protocols: tuple[str, ...] = ("TCP", "UDP")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +74,10 @@ class LinkCounters:
 class ModuleControl:
     """Typed command methods over an engine; see the module docstring."""
 
-    _engine: Engine
+    _driver: Driver
 
     async def _run(self, command: Command) -> Response:
-        response = await self._engine.execute(command)
+        response = await self._driver.execute(command)
         response.raise_for_error()
         return response
 
@@ -122,29 +95,26 @@ class ModuleControl:
 
     async def capabilities(self) -> Capabilities:
         """Ask the module's test commands (3.3, 3.4, 3.14) what it supports."""
-        defaults = Capabilities()
-        found: dict[str, list[tuple[int, int]]] = {}
-        protocols = defaults.protocols
-        for name in ("+CIPOPEN", "+CIPSEND", "+SERVERSTART"):
-            response = await self._engine.execute(at.test(name))
-            if response.ok:
-                text = " ".join(line for line in response.lines if line.startswith(name))
-                found[name] = parse_ranges(text)
-                if name == "+CIPOPEN":
-                    protocols = tuple(re.findall(r'"([A-Z]+)"', text)) or protocols
-        links = found.get("+CIPOPEN", [])[:1] or [defaults.links]
-        send = found.get("+CIPSEND", [])[1:2] or [(1, defaults.max_send)]
-        servers = found.get("+SERVERSTART", [])[1:2] or [defaults.servers]
-        return Capabilities(
-            links=(links[0][0], min(links[0][1], at.MAX_LINK)),
-            servers=(servers[0][0], min(servers[0][1], at.MAX_SERVER)),
-            max_send=min(send[0][1], at.MAX_SEND_BYTES),
-            protocols=protocols,
-        )
+        caps: Capabilities = await self._driver.run(capabilities())
+        return caps
 
     async def network_open(self) -> bool:
         """``AT+NETOPEN?`` (3.1): whether the socket service is up."""
         return (await self._ints(at.query("+NETOPEN"), "+NETOPEN", 1))[0] == 1
+
+    async def network_close(self) -> None:
+        """``AT+NETCLOSE`` (3.2): close the socket service; links end with ``ENETDOWN``.
+
+        The network stays closed (simsock does not recover it) until
+        :meth:`network_reopen`; opens meanwhile wait, then raise ``ENETDOWN``.
+        """
+        session = self._driver.session
+        await self._driver.run(session.close_network())
+
+    async def network_reopen(self) -> None:
+        """``AT+NETOPEN`` (3.1) after :meth:`network_close`."""
+        session = self._driver.session
+        await self._driver.run(session.open_network())
 
     async def link_table(self) -> list[LinkInfo]:
         """``AT+CIPOPEN?`` (3.3): every link, free or open."""
@@ -185,7 +155,7 @@ class ModuleControl:
 
         await self._run(at.ciptimeout(ms(netopen_s), ms(cipopen_s), ms(cipsend_s)))
         current = await self.timeouts()
-        self._engine.set_timeouts(current.netopen_s, current.cipopen_s, current.cipsend_s)
+        self._driver.session.set_timeouts(current.netopen_s, current.cipopen_s, current.cipsend_s)
 
     async def socket_config(self) -> SocketConfig:
         """``AT+CIPCCFG?`` (3.13)."""

@@ -1,0 +1,224 @@
+"""Transparent mode (reference 2, 3.3, 3.10): link 0 as a raw pipe, ``+++`` and ``ATO``.
+
+In data mode every byte on the line is the transparent link's: its queue is
+written raw, and anything that needs command mode (a request, another link,
+a poll, closing) first escapes with ``+++`` between guard times, then returns
+with ``ATO`` when nothing else waits. The guard's silence is counted from
+when the line will have carried our last byte, at the port's rate, as the
+module counts from when it *read* it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from . import commands as at
+from .commands import Command
+from .errors import ModuleUnresponsiveError
+from .link import Link, LinkState
+from .outcomes import LinkSent
+from .requests import ESCAPE_SEQUENCE, InFlight
+from .response import Response
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["DataMode"]
+
+logger = logging.getLogger("simsock.at.datamode")
+
+#: The pause before ``+++`` is the guard time times this, and tries before giving up.
+ESCAPE_MARGIN = 1.5
+ESCAPE_ATTEMPTS = 3
+#: How long bytes that could begin ``CLOSED`` are held back in data mode.
+RAW_HOLD_S = 0.02
+#: Bits on the line per byte (8N1), and bytes the OS and a serial driver may
+#: hold between a write and the wire (measured: a Linux pty holds 18 KiB).
+BITS_PER_BYTE = 10
+BUFFERED_WRITE_BYTES = 20 * 1024
+
+
+class DataMode:
+    """The session's transparent mode; see the module docstring."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+        #: Transparent mode was asked for (AT+CIPMODE=1 at bring-up).
+        self.enabled = False
+        #: The link that is a raw pipe in data mode, if open.
+        self.link: Link | None = None
+        self.in_data_mode = False
+        self._flush_at = math.inf
+        self._escape_at = math.inf
+        self._escape_failures = 0
+        self._line_free_at = 0.0
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def wrote(self, size: int) -> None:
+        """``size`` bytes were queued for the line now."""
+        s = self._s
+        per_byte = BITS_PER_BYTE / s.config.baudrate
+        free_at = max(s.now, self._line_free_at) + size * per_byte
+        self._line_free_at = min(free_at, s.now + BUFFERED_WRITE_BYTES * per_byte)
+
+    def deadline(self) -> float:
+        """The next time the session must look: a held-back flush, or an escape."""
+        return min(self._flush_at, self._escape_at)
+
+    def blocks_commands(self) -> bool:
+        """Waiting out the silence before ``+++``: nothing may be written."""
+        return self._escape_at != math.inf
+
+    def reset(self) -> None:
+        """The module restarted: no data mode, no transparent link."""
+        self.in_data_mode = False
+        self.link = None
+        self._flush_at = self._escape_at = math.inf
+
+    def wants_link(self) -> bool:
+        """The next TCP open is the transparent link (link 0)."""
+        return self.enabled and self.link is None
+
+    def opening(self, link: Link) -> None:
+        """``link`` is being opened as the raw pipe: bytes may follow ``CONNECT`` at once."""
+        link.transparent = True
+        self.link = link
+
+    def released(self, link: Link) -> None:
+        """``link`` is over."""
+        if link is self.link:
+            self.link = None
+
+    # -- events from the module ----------------------------------------------------------
+
+    def connected(self) -> None:
+        """``CONNECT``: data mode."""
+        self._s._parser.enter_raw()
+        self.in_data_mode = True
+
+    def closed(self) -> None:
+        """``CLOSED`` (4.2): the transparent link is gone and the module is in command mode."""
+        self.in_data_mode = False
+        self._flush_at = math.inf
+        link = self.link
+        if link is None or link.state is LinkState.CLOSING:
+            return  # our AT+CIPCLOSE; its +CIPCLOSE: result finishes the link
+        self._s.linkwork.peer_closed(link.number, 1)
+
+    def after_receive(self) -> None:
+        """Bytes that could begin ``CLOSED`` wait a moment, then go to the link as data."""
+        parser = self._s._parser
+        self._flush_at = self._s.now + RAW_HOLD_S if parser.raw and parser.buffered else math.inf
+
+    def on_timer(self) -> None:
+        """Release held-back bytes; write ``+++`` once the silence before it has passed."""
+        s = self._s
+        if self._flush_at <= s.now:
+            self._flush_at = math.inf
+            held = s._parser.flush_raw()
+            if held is not None:
+                s.linkwork.data(held)
+        if self._escape_at <= s.now:
+            self._escape_at = math.inf
+            self._write_escape()
+
+    # -- turns -----------------------------------------------------------------------
+
+    def _others_waiting(self) -> bool:
+        """Work that needs command mode: requests, other links, closing the raw one."""
+        s = self._s
+        if s.wants_turn() or s.linkwork.poll_deadline() <= s.now:
+            return True  # (in data mode the module holds its URCs: polls find link 1's data)
+        raw = self.link
+        if raw is not None and raw.close_requested:
+            return True
+        return any(
+            link is not raw
+            and (link.wants_close() or link.wants_send() or link.wants_read(s.push_mode))
+            for link in s.links.values()
+        )
+
+    def next_op(self) -> bool:
+        """In transparent mode: raw writes in data mode, and the switches between modes."""
+        s = self._s
+        raw = self.link
+        if self.in_data_mode:
+            if self._others_waiting():
+                silence = self._line_free_at + s.config.escape_guard_s * ESCAPE_MARGIN + 0.05
+                if silence <= s.now:
+                    self._write_escape()
+                    return True
+                self._escape_at = silence
+                return False
+            if raw is not None and raw.tx and raw.state is LinkState.OPEN:
+                data = bytes(raw.tx)
+                raw.tx.clear()
+                s.stats.payload_sent += len(data)
+                s.write(data)
+                s.emit(LinkSent(raw.number, raw.serial, len(data)))
+            return False
+        if (
+            raw is not None
+            and raw.state is LinkState.OPEN
+            and not raw.close_requested
+            and not raw.failed
+            and not self._others_waiting()
+        ):
+            command = Command("ATO", at.DEFAULT_TIMEOUT_S)
+            s.issue(
+                InFlight(
+                    command,
+                    Response(command),
+                    self._resumed,
+                    _ignore,
+                    deadline=s.now + s.timeout_for(command),
+                    until_connect=True,
+                )
+            )
+            return True
+        return False
+
+    def _resumed(self, response: Response) -> None:
+        if not response.ok:
+            logger.warning("ATO failed: %s", response.error("ATO"))
+
+    def _write_escape(self) -> None:
+        """``+++`` (2): to command mode, the raw link kept open."""
+        s = self._s
+        guard = s.config.escape_guard_s
+        s._parser.expect_escape_ok()
+        # The OK queues behind whatever the peer sent that the line has not
+        # carried yet, so allow the usual 9 s on top of the guards.
+        command = Command(ESCAPE_SEQUENCE, 2 * guard + at.DEFAULT_TIMEOUT_S)
+        s.issue(
+            InFlight(
+                command,
+                Response(command),
+                self._escaped,
+                self._escape_failed,
+                deadline=s.now + command.timeout_s,
+            )
+        )
+
+    def _escaped(self, response: Response) -> None:
+        if response.ok:
+            self.in_data_mode = False
+            self._escape_failures = 0
+
+    def _escape_failed(self, exc: BaseException) -> None:
+        """No ``OK`` after ``+++``: the escape reached the peer as data; try again, then give up."""
+        self._escape_failures += 1
+        logger.warning("no OK after +++ (attempt %d)", self._escape_failures)
+        if self._escape_failures >= ESCAPE_ATTEMPTS:
+            self._s.close(
+                ModuleUnresponsiveError(
+                    f"the module did not leave data mode after {ESCAPE_ATTEMPTS} escapes"
+                )
+            )
+
+
+def _ignore(_: BaseException) -> None:
+    """A failure nothing needs to hear about (the session resynchronises)."""
