@@ -18,7 +18,8 @@ from . import commands as at
 from .commands import Command
 from .errors import ModuleUnresponsiveError
 from .link import Link, LinkState
-from .outcomes import LinkSent
+from .outcomes import LinkData, LinkSent
+from .parser import TRANSPARENT_CLOSED
 from .requests import ESCAPE_SEQUENCE, InFlight
 from .response import Response
 
@@ -32,6 +33,8 @@ logger = logging.getLogger("simsock.at.datamode")
 #: The pause before ``+++`` is the guard time times this, and tries before giving up.
 ESCAPE_MARGIN = 1.5
 ESCAPE_ATTEMPTS = 3
+#: How long past the guard times an escape that checks a ``CLOSED`` waits for ``OK`` (s).
+CONFIRM_WAIT_S = 1.0
 #: How long bytes that could begin ``CLOSED`` are held back in data mode.
 RAW_HOLD_S = 0.02
 #: Bits on the line per byte (8N1), and bytes the OS and a serial driver may
@@ -54,6 +57,8 @@ class DataMode:
         self._escape_at = math.inf
         self._escape_failures = 0
         self._line_free_at = 0.0
+        self._confirming = False  # a CLOSED seen in data mode is being checked
+        self._held_raw = bytearray()
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -75,6 +80,8 @@ class DataMode:
     def reset(self) -> None:
         """The module restarted: no data mode, no transparent link."""
         self.in_data_mode = False
+        self._confirming = False
+        self._held_raw.clear()
         self.link = None
         self._flush_at = self._escape_at = math.inf
 
@@ -100,13 +107,66 @@ class DataMode:
         self.in_data_mode = True
 
     def closed(self) -> None:
-        """``CLOSED`` (4.2): the transparent link is gone and the module is in command mode."""
+        """``CLOSED`` (4.2): the transparent link is gone and the module is in command mode.
+
+        Unless the peer sent those very bytes: in data mode it is believed only
+        once an escape proves the module is no longer there (:meth:`_confirm`).
+        """
+        s = self._s
+        link = self.link
+        if self.in_data_mode and link is not None and link.state is LinkState.OPEN:
+            self._confirm()
+            return
         self.in_data_mode = False
         self._flush_at = math.inf
-        link = self.link
         if link is None or link.state is LinkState.CLOSING:
             return  # our AT+CIPCLOSE; its +CIPCLOSE: result finishes the link
-        self._s.linkwork.peer_closed(link.number, 1)
+        s.linkwork.peer_closed(link.number, 1)
+
+    def _confirm(self) -> None:
+        """Check a ``CLOSED`` seen in data mode: ``+++`` after the guard's silence.
+
+        ``OK``: the module was still in data mode, so the bytes were the peer's
+        data (delivered with what came after them, in order). No ``OK``: the
+        module was in command mode, so the link closed; what came after the
+        marker were command-mode lines, and they are parsed as such.
+        """
+        s = self._s
+        self._confirming = True
+        self._held_raw.clear()
+        s._parser.resume_raw()
+        guard = s.config.escape_guard_s
+        self._escape_at = max(s.now, self._line_free_at) + guard * ESCAPE_MARGIN + 0.05
+
+    def hold(self, data: bytes) -> bool:
+        """While a ``CLOSED`` is being checked, raw bytes wait (their order is kept)."""
+        if self._confirming:
+            self._held_raw += data
+        return self._confirming
+
+    def _confirmed_data(self) -> None:
+        """The module answered the escape: ``CLOSED`` and what followed were the peer's."""
+        s = self._s
+        self._confirming = False
+        link = self.link
+        data, self._held_raw = TRANSPARENT_CLOSED + bytes(self._held_raw), bytearray()
+        logger.info("CLOSED in data mode was the peer's data (%d bytes kept)", len(data))
+        if link is not None and link.state is LinkState.OPEN and not link.close_requested:
+            s.stats.payload_received += len(data)
+            s.emit(LinkData(link.number, link.serial, data))
+
+    def _confirmed_closed(self) -> None:
+        """No answer to the escape: the module is in command mode, the link is gone."""
+        s = self._s
+        self._confirming = False
+        self.in_data_mode = False
+        held, self._held_raw = bytes(self._held_raw), bytearray()
+        s._parser.leave_raw(replay=held)
+        s.write(b"\r")  # ends the "+++" the module read as a line (a stray ERROR is skipped)
+        link = self.link
+        if link is not None and link.state is LinkState.OPEN:
+            s.linkwork.peer_closed(link.number, 1)
+        s.parse()
 
     def after_receive(self) -> None:
         """Bytes that could begin ``CLOSED`` wait a moment, then go to the link as data."""
@@ -145,6 +205,8 @@ class DataMode:
         """In transparent mode: raw writes in data mode, and the switches between modes."""
         s = self._s
         raw = self.link
+        if self._confirming:
+            return False  # only the escape that checks a CLOSED goes out
         if self.in_data_mode:
             if self._others_waiting():
                 silence = self._line_free_at + s.config.escape_guard_s * ESCAPE_MARGIN + 0.05
@@ -191,8 +253,10 @@ class DataMode:
         guard = s.config.escape_guard_s
         s._parser.expect_escape_ok()
         # The OK queues behind whatever the peer sent that the line has not
-        # carried yet, so allow the usual 9 s on top of the guards.
-        command = Command(ESCAPE_SEQUENCE, 2 * guard + at.DEFAULT_TIMEOUT_S)
+        # carried yet, so allow the usual 9 s on top of the guards; checking
+        # a CLOSED, the module is most likely silent, so wait less.
+        extra = CONFIRM_WAIT_S if self._confirming else at.DEFAULT_TIMEOUT_S
+        command = Command(ESCAPE_SEQUENCE, 2 * guard + extra)
         s.issue(
             InFlight(
                 command,
@@ -207,9 +271,17 @@ class DataMode:
         if response.ok:
             self.in_data_mode = False
             self._escape_failures = 0
+            if self._confirming:
+                self._confirmed_data()
 
     def _escape_failed(self, exc: BaseException) -> None:
-        """No ``OK`` after ``+++``: the escape reached the peer as data; try again, then give up."""
+        """No ``OK`` after ``+++``: the escape reached the peer as data; try again, then give up.
+
+        Checking a ``CLOSED``, no ``OK`` means the module was in command mode.
+        """
+        if self._confirming:
+            self._confirmed_closed()
+            return
         self._escape_failures += 1
         logger.warning("no OK after +++ (attempt %d)", self._escape_failures)
         if self._escape_failures >= ESCAPE_ATTEMPTS:

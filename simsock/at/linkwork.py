@@ -128,6 +128,9 @@ class LinkWork:
         s = self._s
         s.stats.payload_received += len(event.data)
         if isinstance(event, RawData):
+            if s.datamode.hold(event.data):
+                s.stats.payload_received -= len(event.data)  # counted once it is known
+                return
             link = s.datamode.link
             if link is None:
                 logger.warning("%d raw bytes with no transparent link: dropped", len(event.data))

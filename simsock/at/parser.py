@@ -187,6 +187,23 @@ class Parser:
         self._raw_markers = {TRANSPARENT_CLOSED: TransparentClosed()}
         self._skip_lf = self._last_cr  # the LF of "CONNECT 115200\r\n" is not data
 
+    def resume_raw(self) -> None:
+        """After ``CLOSED``: stay in data mode until the session knows it was not data.
+
+        A peer may send those very bytes; the session checks with an escape
+        (:mod:`simsock.at.datamode`) and meanwhile what follows is raw data.
+        """
+        self._raw = True
+        self._raw_markers = {TRANSPARENT_CLOSED: TransparentClosed()}
+
+    def leave_raw(self, replay: bytes = b"") -> None:
+        """Command mode after all; ``replay`` (taken as raw meanwhile) is parsed as lines first."""
+        self._raw = False
+        self._raw_markers = {}
+        if replay:
+            rest = self._buffer.take_all()
+            self._buffer.feed(replay + rest)
+
     def expect_escape_ok(self) -> None:
         """``+++`` was sent: the ``OK`` that ends data mode may come now."""
         self._raw_markers[ESCAPE_OK] = Ok()

@@ -95,14 +95,19 @@ def run_command(
     return response
 
 
-def open_network() -> Procedure:
-    """``AT+NETOPEN`` unless ``AT+NETOPEN?`` says the network is already open (3.1)."""
+def network_is_open() -> Procedure:
+    """``AT+NETOPEN?`` (3.1); the value is whether it says 1 (a garbled answer raises)."""
     state: Response = yield Cmd(at.query("+NETOPEN"))
     state.raise_for_error()
     values = state.info("+NETOPEN")
     if not values:
         raise ProtocolError("AT+NETOPEN? answered OK with no +NETOPEN: line")
-    if values[0][:1] == [1]:
+    return values[0][:1] == [1]
+
+
+def open_network() -> Procedure:
+    """``AT+NETOPEN`` unless ``AT+NETOPEN?`` says the network is already open (3.1)."""
+    if (yield from network_is_open()):
         return None
     response: Response = yield Cmd(at.netopen(), late=("+NETOPEN", None), late_after_ok=True)
     if not response.ok:
@@ -124,12 +129,7 @@ def close_network() -> Procedure:
 
 def reopen_network() -> Procedure:
     """After ``+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY`` (4.2): close if still open, open again."""
-    state: Response = yield Cmd(at.query("+NETOPEN"))
-    state.raise_for_error()
-    values = state.info("+NETOPEN")
-    if not values:
-        raise ProtocolError("AT+NETOPEN? answered OK with no +NETOPEN: line")
-    if values[0][:1] == [1]:
+    if (yield from network_is_open()):
         yield from close_network()
     yield from open_network()
     return None

@@ -141,8 +141,14 @@ class Session:
             self.close(EngineClosedError("the serial port closed"))
             return
         self.stats.bytes_read += len(data)
+        self._parser.feed(data)
+        self.parse()
+        self.datamode.after_receive()
+        self._pump()
+
+    def parse(self) -> None:
+        """Turn what the parser holds into events, and route each one."""
         parser = self._parser
-        parser.feed(data)
         while self._closed is None:
             try:
                 event = parser.next_event()
@@ -157,8 +163,6 @@ class Session:
             except ProtocolError as exc:
                 self.stats.protocol_errors += 1
                 logger.warning("protocol error: %s", exc)
-        self.datamode.after_receive()
-        self._pump()
 
     def data_to_send(self) -> bytes:
         """Everything to write to the port now, in order; clears it."""

@@ -187,3 +187,22 @@ def test_15_the_library_prints_nothing_by_itself() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert result.stderr == ""
+
+
+async def test_15_a_raising_pause_writing_does_not_break_sendto(vm: VirtualModem) -> None:
+    # asyncio logs a protocol's failing flow-control callback; it never raises into sendto().
+    class Pauser(asyncio.DatagramProtocol):
+        paused = 0
+
+        def pause_writing(self) -> None:
+            self.paused += 1
+            raise RuntimeError("pause_writing failed")
+
+    async with simsock.open_modem(vm.url, rx_mode="push") as modem:
+        transport, protocol = await modem.create_datagram_endpoint(
+            Pauser, remote_addr=("127.0.0.1", 9)
+        )
+        for _ in range(100):  # 140 KB queued: past the 64 KiB high-water mark
+            transport.sendto(b"d" * 1400)
+        assert protocol.paused == 1
+        transport.abort()

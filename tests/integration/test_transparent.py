@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
 from collections.abc import AsyncIterator
@@ -79,6 +80,34 @@ async def test_peer_close_in_data_mode(raw_modem: simsock.Modem) -> None:
         await writer.wait_closed()
     assert not raw_modem.engine.data_mode
     assert await raw_modem.ip_address()
+
+
+async def test_9_closed_sent_by_the_peer_is_data_not_a_close(raw_modem: simsock.Modem) -> None:
+    # The peer's bytes end like the module's CLOSED (4.2), then a pause: the
+    # session checks with an escape before it believes it, and the link stays.
+    async def tricky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello\r\nCLOSED\r\n")
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(tricky, "127.0.0.1", 0)
+    async with server:
+        reader, writer = await raw_modem.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        greeting = b"hello\r\nCLOSED\r\n"
+        assert await asyncio.wait_for(reader.readexactly(len(greeting)), 10) == greeting
+        await asyncio.sleep(5 * GUARD_S)  # the pause after the marker
+        assert any(line.startswith("+CSQ") for line in await raw_modem.command("AT+CSQ"))
+        writer.write(b"still a link")  # not sent to the module as a command, nor lost
+        assert await asyncio.wait_for(reader.readexactly(12), 10) == b"still a link"
+        assert raw_modem.engine.links  # the link is still open
+        writer.close()
+        await writer.wait_closed()
 
 
 async def test_escape_waits_for_the_line_to_carry_what_was_written(
