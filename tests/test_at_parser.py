@@ -221,8 +221,8 @@ def test_any_input_gives_events_or_protocol_error(chunks: list[bytes]) -> None:
 
 
 def test_the_core_imports_no_io() -> None:
-    """simsock/at imports no asyncio or serial code (socket only for gaierror)."""
-    forbidden = {"asyncio", "serial", "serial_asyncio", "selectors", "threading"}
+    """simsock/at imports no asyncio or serial code (socket only for gaierror), and no clock."""
+    forbidden = {"asyncio", "serial", "serial_asyncio", "selectors", "threading", "time"}
     root = pathlib.Path(__file__).parent.parent / "simsock" / "at"
     for path in root.glob("*.py"):
         tree = ast.parse(path.read_text())
@@ -237,7 +237,8 @@ def test_the_core_imports_no_io() -> None:
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
     code = (
-        "import sys, simsock.at.parser, simsock.at.commands, simsock.at.errors;"
+        "import sys, simsock.at.parser, simsock.at.commands, simsock.at.errors,"
+        " simsock.at.session;"
         "bad = [m for m in ('asyncio', 'serial', 'serial_asyncio') if m in sys.modules];"
         "assert not bad, bad"
     )

@@ -46,14 +46,21 @@ __all__ = ["dispatch"]
 logger = logging.getLogger("simsock.at.session")
 
 
+#: Events that only carry payload: they never let a command go, so after them
+#: the session need not look for work (the hot path of every transfer).
+_PAYLOAD = (ReceivedData, PushedData, RawData)
+
+
 def dispatch(s: Session, event: Event) -> None:
     """Route one parsed event; see the module docstring."""
     if s.stats.trace is not None:
         s.stats.trace.append(("<-", describe(event)))
+    if type(event) in _PAYLOAD:
+        s.linkwork.data(event)  # type: ignore[arg-type]
+        return
+    s.kick()  # anything else may let a command go
     inflight = s.inflight
     match event:
-        case ReceivedData() | PushedData() | RawData():
-            s.linkwork.data(event)
         case DataWaiting(link=number):
             s.linkwork.data_waiting(number)
         case Connect() | ConnectFail() if inflight is not None and inflight.until_connect:

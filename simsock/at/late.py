@@ -50,6 +50,9 @@ class LateTable:
     def __init__(self) -> None:
         self._waiters: dict[tuple[str, int | None], deque[LateWaiter]] = {}
 
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
     def __iter__(self) -> Iterator[LateWaiter]:
         for queue in list(self._waiters.values()):
             yield from list(queue)

@@ -316,8 +316,10 @@ class LinkWork:
 
     def _arm_poll(self) -> None:
         s = self._s
-        if self._poll_at == math.inf and any(
-            link.pollable(s.push_mode) for link in s.links.values()
+        if (
+            self._poll_at == math.inf
+            and not s.push_mode
+            and any(link.pollable(s.push_mode) for link in s.links.values())
         ):
             self._poll_at = s.now + s.config.poll_interval_s
 

@@ -144,7 +144,8 @@ class Session:
         self._parser.feed(data)
         self.parse()
         self.datamode.after_receive()
-        self._pump()
+        if self._kick:
+            self._pump()  # payload alone never lets a command go: skip the look
 
     def parse(self) -> None:
         """Turn what the parser holds into events, and route each one."""
@@ -166,6 +167,8 @@ class Session:
 
     def data_to_send(self) -> bytes:
         """Everything to write to the port now, in order; clears it."""
+        if not self._out:
+            return b""
         data = bytes(self._out)
         self._out.clear()
         return data
@@ -180,13 +183,18 @@ class Session:
             return None
         if self._kick:
             return self._now
-        deadlines = [self.late.next_deadline(), self.datamode.deadline()]
-        deadlines.extend(self.runner.next_deadline())
-        if self.inflight is not None:
-            deadlines.append(self.inflight.next_deadline())
+        # (Called after every read of the port: the common cases cost little.)
+        inflight = self.inflight
+        if inflight is not None:
+            when = min(inflight.deadline, inflight.prompt_deadline)
         else:
-            deadlines.append(self.linkwork.poll_deadline())  # polls wait for a free turn
-        when = min(deadlines)
+            when = self.linkwork.poll_deadline()  # polls wait for a free turn
+        if self.late:
+            when = min(when, self.late.next_deadline())
+        if self.runner.parked:
+            when = min(when, *self.runner.next_deadline())
+        if self.datamode.enabled:
+            when = min(when, self.datamode.deadline())
         return None if when == math.inf else when
 
     def handle_timer(self, now: float) -> None:

@@ -275,16 +275,23 @@ class Driver:
 
     def _arm_timer(self) -> None:
         when = self.session.get_timer()
-        if when == self._timer_at:
-            return
+        if when is None:
+            return  # an armed timer that finds nothing due costs one idle look
+        if self._timer_at is not None and self._timer_at <= when:
+            return  # it fires first; the session then says when again
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+        # Each command moves the session's deadline later, so this runs when a
+        # deadline comes sooner, not once per command.
         self._timer_at = when
-        if when is not None:
-            self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer = self._loop.call_at(when, self._on_timer)
 
     def _deliver(self, outcome: Outcome) -> None:
+        if type(outcome) is LinkData:  # the hot path: payload for an attached transport
+            owner = self._owners.get(outcome.serial)
+            if owner is not None:
+                owner.link_data(outcome.data)
+                return
         match outcome:
             case RequestDone(request=request, value=value):
                 future = self._futures.pop(request, None)
