@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from . import commands as at
 from .commands import Command
-from .errors import ProtocolError
+from .errors import ProtocolError, module_error
 from .events import PushedData, RawData, ReceivedData
 from .late import LateWaiter
 from .link import Link, LinkState
@@ -158,19 +158,25 @@ class LinkWork:
     def _route_push(self, event: PushedData) -> Link | None:
         """Pushed data's link: named by ``+RECEIVE``, else found by its sender (4.1)."""
         s = self._s
-        alive = [x for x in s.links.values() if x.state is LinkState.OPEN]
         if event.link is not None:
             link = s.links.get(event.link)
         else:
+            alive = [x for x in s.links.values() if x.state is LinkState.OPEN]
             matching = [
                 x for x in alive if event.address is None or x.udp or x.peer == event.address
             ]
             link = matching[0] if len(matching) == 1 else None
             if link is None and len(alive) > 1:
-                raise ProtocolError(
-                    f"pushed data from {event.address} matches {len(matching)} links: dropped"
-                    " (use CIPCCFG HeaderType 1 so the module names the link)"
+                # Never a silent hole in a stream: every link it could be for fails.
+                exc = ProtocolError(
+                    f"pushed data from {event.address} matches {len(matching)} links"
+                    " (the module does not name the link: CIPCCFG HeaderType 1)"
                 )
+                for other in matching or alive:
+                    self.fail(
+                        other, module_error(errno.ECONNRESET, f"data lost: {exc}", None, None)
+                    )
+                raise exc
         if link is None or link.state not in (LinkState.OPEN, LinkState.PEER_CLOSED):
             logger.warning("pushed data for a link that is not open: dropped")
             return None
