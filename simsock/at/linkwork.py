@@ -211,7 +211,7 @@ class LinkWork:
             return  # the open's own result says how it ended
         link.state = LinkState.PEER_CLOSED
         link.remote_reason = reason
-        unsent = bool(link.queued or link.unconfirmed) and not link.close_requested
+        unsent = bool(link.queued or link.unconfirmed)  # close() flushes: not done either
         drop_confirmations(self._s, link)
         link.tx.clear()
         link.datagrams.clear()

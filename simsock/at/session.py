@@ -75,7 +75,7 @@ class SessionConfig:
     #: How often quiet links being read are polled with ``AT+CIPRXGET=4`` (3.5).
     poll_interval_s: float = 5.0
     #: Probes before the module is declared unresponsive, and each one's bound.
-    resync_attempts: int = 5
+    resync_attempts: int = 8  # at most 11 (resync.py); 8 s of silence
     resync_probe_s: float = 1.0
     recovery_backoff_s: tuple[float, ...] = RECOVERY_BACKOFF_S
     #: Transparent mode's ``+++`` guard time (2) and the line's rate (for it).
