@@ -103,7 +103,7 @@ class DataMode:
 
     def connected(self) -> None:
         """``CONNECT``: data mode."""
-        self._s._parser.enter_raw()
+        self._s.parser.enter_raw()
         self.in_data_mode = True
 
     def closed(self) -> None:
@@ -134,7 +134,7 @@ class DataMode:
         s = self._s
         self._confirming = True
         self._held_raw.clear()
-        s._parser.resume_raw()
+        s.parser.resume_raw()
         guard = s.config.escape_guard_s
         self._escape_at = max(s.now, self._line_free_at) + guard * ESCAPE_MARGIN + 0.05
 
@@ -161,7 +161,7 @@ class DataMode:
         self._confirming = False
         self.in_data_mode = False
         held, self._held_raw = bytes(self._held_raw), bytearray()
-        s._parser.leave_raw(replay=held)
+        s.parser.leave_raw(replay=held)
         s.write(b"\r")  # ends the "+++" the module read as a line (a stray ERROR is skipped)
         link = self.link
         if link is not None and link.state is LinkState.OPEN:
@@ -170,7 +170,7 @@ class DataMode:
 
     def after_receive(self) -> None:
         """Bytes that could begin ``CLOSED`` wait a moment, then go to the link as data."""
-        parser = self._s._parser
+        parser = self._s.parser
         self._flush_at = self._s.now + RAW_HOLD_S if parser.raw and parser.buffered else math.inf
 
     def on_timer(self) -> None:
@@ -178,7 +178,7 @@ class DataMode:
         s = self._s
         if self._flush_at <= s.now:
             self._flush_at = math.inf
-            held = s._parser.flush_raw()
+            held = s.parser.flush_raw()
             if held is not None:
                 s.linkwork.data(held)
         if self._escape_at <= s.now:
@@ -251,7 +251,7 @@ class DataMode:
         """``+++`` (2): to command mode, the raw link kept open."""
         s = self._s
         guard = s.config.escape_guard_s
-        s._parser.expect_escape_ok()
+        s.parser.expect_escape_ok()
         # The OK queues behind whatever the peer sent that the line has not
         # carried yet, so allow the usual 9 s on top of the guards; checking
         # a CLOSED, the module is most likely silent, so wait less.

@@ -110,16 +110,6 @@ class Link:
         )
 
     @property
-    def active(self) -> bool:
-        """The module still has this link (open, or being closed by us)."""
-        return self.state in (LinkState.OPEN, LinkState.CLOSING)
-
-    @property
-    def alive(self) -> bool:
-        """Not closed: the number is taken."""
-        return self.state is not LinkState.CLOSED
-
-    @property
     def queued(self) -> int:
         """Bytes written and not yet handed to the module."""
         return len(self.tx) + sum(len(d) for d, _ in self.datagrams)

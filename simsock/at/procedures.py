@@ -21,7 +21,6 @@ it decides first (a free link number) is decided at that moment.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -133,8 +132,3 @@ def reopen_network() -> Procedure:
         yield from close_network()
     yield from open_network()
     return None
-
-
-def network_down_error() -> OSError:
-    """What a socket call gets while the module's network is down."""
-    return OSError(errno.ENETDOWN, "the module's network is down")

@@ -144,7 +144,7 @@ class Resync:
         for waiter in waiters:
             waiter(None)
         if not waiters:
-            self._s.after_resync()
+            self._s.reconcile_soon()  # a silence may hide a lost notice
 
     def _unanswered(self, exc: BaseException) -> None:
         if not self.active:

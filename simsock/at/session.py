@@ -94,7 +94,8 @@ class Session:
             trace=deque(maxlen=self.config.trace_lines) if self.config.trace_lines else None
         )
         self._now = now
-        self._parser = Parser()
+        #: The parser of the module's output (transparent mode switches it).
+        self.parser = Parser()
         self._out = bytearray()
         self._events: deque[Outcome] = deque()
         self.state = ModemState.STARTING
@@ -141,7 +142,7 @@ class Session:
             self.close(EngineClosedError("the serial port closed"))
             return
         self.stats.bytes_read += len(data)
-        self._parser.feed(data)
+        self.parser.feed(data)
         self.parse()
         self.datamode.after_receive()
         if self._kick:
@@ -149,7 +150,7 @@ class Session:
 
     def parse(self) -> None:
         """Turn what the parser holds into events, and route each one."""
-        parser = self._parser
+        parser = self.parser
         while self._closed is None:
             try:
                 event = parser.next_event()
@@ -371,12 +372,8 @@ class Session:
         """Something changed that may let a command go: :meth:`get_timer` says now."""
         self._kick = True
 
-    def after_resync(self) -> None:
-        """Resynchronised after a silence: what was said meanwhile may have been missed."""
-        self.recovery.reconcile_soon()
-
     def reconcile_soon(self) -> None:
-        """Compare the link table with the module's (a failed poll asks)."""
+        """Compare the link table with the module's (after a resync; a failed poll asks too)."""
         self.recovery.reconcile_soon()
 
     def _owns(self, link: Link) -> bool:
