@@ -395,6 +395,10 @@ class Interpreter:
             self._mode = _Mode.COMMAND
         self._inbuf.clear()
         self._lines = CommandLineReader()
+        # URCs held back while the payload or the line was read are said now,
+        # in order, before anything the module says later (while mute, they go
+        # the way of everything else it says).
+        self._release()
 
     def unmute(self) -> None:
         """End :meth:`mute` early."""

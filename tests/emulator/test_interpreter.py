@@ -151,3 +151,23 @@ def test_escape_needs_silence_around_three_pluses() -> None:
     assert detector.feed(b"+++", 7.0) == b""
     assert detector.feed(b"x", 7.5) == b"+++x"  # data too soon after: no escape
     assert detector.feed(b"++++", 9.0) == b"++++"  # four pluses are data
+
+
+def test_a_mute_during_a_payload_does_not_keep_its_held_urcs_for_later() -> None:
+    # Found by simulation seed 43957: data pushed while a CIPSEND payload was
+    # being read stayed held after a mute abandoned the payload, and came out
+    # only after data pushed later, out of order.
+    m = Interpreter()
+    open_link(m)
+    m.receive_data(b"AT+CIPRXGET=0\r", 0.0)
+    m.receive_data(b"AT+CIPSEND=0,3\ra", 0.0)
+    assert m.data_to_send() == b"\r\nOK\r\n\r\n> "
+    m.received(0, b"old")  # held: the module is reading the payload
+    m.mute(0.0, 1.0)
+    assert m.data_to_send() == b""  # said into the silence, so lost
+    m.handle_timer(1.0)
+    m.received(0, b"new")
+    m.receive_data(b"AT+CIPSEND=0,2\rok", 1.0)
+    out = m.data_to_send()
+    assert b"old" not in out
+    assert out.startswith(b"\r\nRECV FROM:127.0.0.1:80\r\n+IPD3\r\nnew\r\n")
