@@ -26,7 +26,7 @@ from .response import Response
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["DataMode"]
+__all__ = ["PORT_BUFFER_BYTES", "DataMode"]
 
 logger = logging.getLogger("simsock.at.datamode")
 
@@ -37,10 +37,16 @@ ESCAPE_ATTEMPTS = 3
 CONFIRM_WAIT_S = 1.0
 #: How long bytes that could begin ``CLOSED`` are held back in data mode.
 RAW_HOLD_S = 0.02
-#: Bits on the line per byte (8N1), and bytes the OS and a serial driver may
-#: hold between a write and the wire (measured: a Linux pty holds 18 KiB).
+#: Largest raw write in data mode. The driver asks for the next one only while
+#: its port holds at most :data:`PORT_BUFFER_BYTES` (:meth:`Session.data_to_send`),
+#: so a large write waits here, where the guard time before ``+++`` is counted.
+RAW_WRITE_BYTES = 4096
+PORT_BUFFER_BYTES = 8192
+#: Bits on the line per byte (8N1), and bytes the OS and the driver may hold
+#: between a write and the wire: a Linux pty holds 18 KiB (measured), the
+#: driver's port buffer one raw write over its limit.
 BITS_PER_BYTE = 10
-BUFFERED_WRITE_BYTES = 20 * 1024
+BUFFERED_WRITE_BYTES = 18 * 1024 + PORT_BUFFER_BYTES + RAW_WRITE_BYTES
 
 
 class DataMode:
@@ -215,13 +221,7 @@ class DataMode:
                     return True
                 self._escape_at = silence
                 return False
-            if raw is not None and raw.tx and raw.state is LinkState.OPEN:
-                data = bytes(raw.tx)
-                raw.tx.clear()
-                s.stats.payload_sent += len(data)
-                s.write(data)
-                s.emit(LinkSent(raw.number, raw.serial, len(data)))
-            return False
+            return False  # the raw link's bytes go out as the port asks (fill)
         if (
             raw is not None
             and raw.state is LinkState.OPEN
@@ -242,6 +242,37 @@ class DataMode:
             )
             return True
         return False
+
+    def can_fill(self) -> bool:
+        """Raw bytes may be written now: data mode, and nothing waits for command mode."""
+        raw = self.link
+        return (
+            self.in_data_mode
+            and raw is not None
+            and bool(raw.tx)
+            and raw.state is LinkState.OPEN
+            and not self._confirming
+            and self._escape_at == math.inf
+            and not self._others_waiting()
+        )
+
+    def fill(self) -> None:
+        """Write the raw link's next bytes, at most :data:`RAW_WRITE_BYTES`.
+
+        Pulled by :meth:`Session.data_to_send` when the port has room, so a
+        large write waits in the link's queue (the caller's ``drain()`` waits
+        with it), not in the port's buffer, where the guard time before a
+        ``+++`` could not be counted.
+        """
+        raw = self.link
+        if raw is None or not self.can_fill():
+            return
+        s = self._s
+        data = bytes(raw.tx[:RAW_WRITE_BYTES])
+        del raw.tx[:RAW_WRITE_BYTES]
+        s.stats.payload_sent += len(data)
+        s.write(data)
+        s.emit(LinkSent(raw.number, raw.serial, len(data)))
 
     def _resumed(self, response: Response) -> None:
         if not response.ok:

@@ -167,12 +167,24 @@ class Session:
                 logger.warning("protocol error: %s", exc)
 
     def data_to_send(self) -> bytes:
-        """Everything to write to the port now, in order; clears it."""
+        """What to write to the port now, in order; clears it.
+
+        In data mode the transparent link's bytes come a slice per call: call
+        again while the port takes them at once (:attr:`wants_write`), and
+        after it has drained otherwise.
+        """
         if not self._out:
-            return b""
+            self.datamode.fill()
+            if not self._out:
+                return b""
         data = bytes(self._out)
         self._out.clear()
         return data
+
+    @property
+    def wants_write(self) -> bool:
+        """:meth:`data_to_send` has something to give."""
+        return bool(self._out) or self.datamode.can_fill()
 
     def next_event(self) -> Outcome | None:
         """The next outcome for the owner, or ``None``."""

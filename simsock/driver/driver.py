@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ..at import commands as at
 from ..at.bringup import BringUpOptions, ModuleInfo
 from ..at.commands import Command
+from ..at.datamode import PORT_BUFFER_BYTES
 from ..at.errors import EngineClosedError
 from ..at.events import Line
 from ..at.link import Link
@@ -77,6 +78,9 @@ class Driver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._read_task: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        # The port pauses over this backlog, and _write_out stops at it.
+        writer.transport.set_write_buffer_limits(high=PORT_BUFFER_BYTES)
         self._flushing = False
         self._again = False
         self.on_unsolicited: Callable[[Line], None] | None = None
@@ -134,6 +138,8 @@ class Driver:
         self._writer.close()
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()
+        if self._drain_task is not None:
+            self._drain_task.cancel()
 
     # -- requests ----------------------------------------------------------------------
 
@@ -253,14 +259,7 @@ class Driver:
         try:
             while True:
                 self._again = False
-                data = self.session.data_to_send()
-                if data:
-                    if self.wire_tap is not None:
-                        self.wire_tap("->", data)
-                    if wire_logger.isEnabledFor(logging.DEBUG):
-                        wire_logger.debug("-> %r", data[:80])
-                    if not self._writer.transport.is_closing():
-                        self._writer.write(data)
+                self._write_out()
                 while (outcome := self.session.next_event()) is not None:
                     try:
                         self._deliver(outcome)
@@ -272,6 +271,38 @@ class Driver:
         finally:
             self._flushing = False
         self._arm_timer()
+
+    def _write_out(self) -> None:
+        """Write what the session gives while the port's backlog is small.
+
+        At most :data:`PORT_BUFFER_BYTES` wait in the port (its high-water
+        mark): a large transparent write waits in the session instead, which
+        counts the line's time from what it handed out. When the port is
+        behind, one task waits for it to drain, then flushes again.
+        """
+        session = self.session
+        transport = self._writer.transport
+        # (A closing port takes nothing more; the reader task sees it end.)
+        while session.wants_write and not transport.is_closing():
+            if transport.get_write_buffer_size() > PORT_BUFFER_BYTES:
+                if self._drain_task is None:
+                    self._drain_task = self._loop.create_task(self._drained())
+                return
+            data = session.data_to_send()
+            if self.wire_tap is not None:
+                self.wire_tap("->", data)
+            if wire_logger.isEnabledFor(logging.DEBUG):
+                wire_logger.debug("-> %r", data[:80])
+            self._writer.write(data)
+
+    async def _drained(self) -> None:
+        try:
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError):
+            return  # the port is gone; the reader reports it
+        finally:
+            self._drain_task = None
+        self._flush()
 
     def _arm_timer(self) -> None:
         when = self.session.get_timer()

@@ -130,6 +130,44 @@ async def test_escape_waits_for_the_line_to_carry_what_was_written(
     assert "no OK after +++" not in caplog.text  # the first escape was seen
 
 
+async def test_a_large_write_then_a_command_sends_no_escape_inside_the_data(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """256 KiB is 2.8 s of line at 921600: ``+++`` waits until the line has carried it all.
+
+    The session used to hand the whole write to the port at once and count the
+    guard time from a line model capped at 20 KiB, so ``+++`` went out in the
+    middle of the data, the module took it as data, and the peer received it.
+    """
+    payload = nasty_payload(256 * 1024, seed=24)
+    got = bytearray()
+    done = asyncio.Event()
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            got.extend(chunk)
+            if len(got) >= len(payload):
+                done.set()
+        writer.close()
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    async with (
+        server,
+        VirtualModem(escape_guard_s=GUARD_S, baudrate=921600) as vm,
+        simsock.open_modem(vm.url, transparent=True, escape_guard_s=GUARD_S) as modem,
+    ):
+        _, writer = await modem.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(payload)
+        assert await asyncio.wait_for(modem.ip_address(), 30)
+        await asyncio.wait_for(done.wait(), 30)
+        await asyncio.sleep(0.2)  # anything after the payload would have arrived too
+        writer.close()
+        await writer.wait_closed()
+    assert len(got) == len(payload)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert "no OK after +++" not in caplog.text
+
+
 async def test_servers_use_index_one_in_transparent_mode(raw_modem: simsock.Modem) -> None:
     """Server 0's clients would be raw links: simsock serves on server 1, in command mode."""
 
