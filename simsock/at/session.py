@@ -40,6 +40,7 @@ from .link import Link, LinkState
 from .linkwork import LinkWork
 from .opening import open_link
 from .outcomes import (
+    LinkData,
     ModemState,
     Outcome,
 )
@@ -144,7 +145,8 @@ class Session:
         self.stats.bytes_read += len(data)
         self.parser.feed(data)
         self.parse()
-        self.datamode.after_receive()
+        if self.datamode.enabled:
+            self.datamode.after_receive()
         if self._kick:
             self._pump()  # payload alone never lets a command go: skip the look
 
@@ -242,8 +244,18 @@ class Session:
         self._now = max(self._now, now)
 
     def emit(self, outcome: Outcome) -> None:
-        """Queue an outcome for the owner."""
-        self._events.append(outcome)
+        """Queue an outcome for the owner.
+
+        Stream bytes that follow stream bytes of the same link join them: one
+        read of the port that carried several payloads is one delivery.
+        """
+        events = self._events
+        if type(outcome) is LinkData and events:
+            last = events[-1]
+            if type(last) is LinkData and last.serial == outcome.serial:
+                events[-1] = LinkData(last.link, last.serial, last.data + outcome.data)
+                return
+        events.append(outcome)
 
     def write(self, data: bytes) -> None:
         """Queue bytes for the port."""
