@@ -26,6 +26,7 @@ from simsock.at.events import (
     LinkClosed,
     ModuleReady,
     NetworkClosed,
+    Notice,
     Ok,
     Prompt,
     PushedData,
@@ -130,6 +131,57 @@ def test_any_split_gives_the_same_events(cuts: list[int]) -> None:
     points = sorted(set(cuts))
     chunks = [STREAM[a:b] for a, b in zip([0, *points], [*points, len(STREAM)], strict=True)]
     assert parse(chunks) == EXPECTED
+
+
+#: Shapes real SIMCom firmware prints that the note does not show (A76xx and
+#: SIM7xxx driver logs): each must still become the right event.
+VARIANTS = (
+    b"\r\n*ATREADY: 1\r\n\r\nSMS DONE\r\n\r\nPB DONE\r\n\r\nSMS Ready\r\n\r\nCall Ready\r\n"
+    b"\r\n+CIPRXGET: 2,1,%d\r\n%s\r\nOK\r\n" % (len(NASTY), NASTY)
+    + b"\r\n+CIPRXGET: 3,0,2\r\n4F4B\r\nOK\r\n"
+    b"\r\n+CIPSEND: 1,5\r\n"
+    b"\r\n+CIPRXGET: 1\r\n"
+    b"\r\nRCV FROM:10.0.0.9:7\r\n+IPD2\r\nhi"
+    b"\r\n+RECV FROM:10.0.0.8:8\r\n+RECEIVE,0,%d\r\n%s" % (len(NASTY), NASTY)
+    + b"\r\n+CME ERROR: SIM not inserted\r\n"
+)
+
+VARIANT_EVENTS: list[Event] = [
+    ModuleReady("*ATREADY: 1"),
+    Notice("SMS DONE"),
+    Notice("PB DONE"),
+    Notice("SMS Ready"),
+    Notice("Call Ready"),
+    ReceivedData(1, NASTY, None),
+    Ok(),
+    ReceivedData(0, b"OK", None),
+    Ok(),
+    Line("+CIPSEND: 1,5"),  # the session reads it as a confirmation (response.late_values)
+    DataWaiting(None),
+    PushedData(None, b"hi", ("10.0.0.9", 7)),
+    PushedData(0, NASTY, ("10.0.0.8", 8)),
+    CmeError("SIM not inserted"),
+]
+
+
+def test_firmware_variants_give_the_right_events() -> None:
+    assert parse([VARIANTS]) == VARIANT_EVENTS
+    assert parse([VARIANTS[i : i + 1] for i in range(len(VARIANTS))]) == VARIANT_EVENTS
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(VARIANTS)), max_size=40))
+def test_firmware_variants_any_split(cuts: list[int]) -> None:
+    points = sorted(set(cuts))
+    chunks = [VARIANTS[a:b] for a, b in zip([0, *points], [*points, len(VARIANTS)], strict=True)]
+    assert parse(chunks) == VARIANT_EVENTS
+
+
+def test_a_two_field_cipsend_is_a_whole_confirmation() -> None:
+    from simsock.at.response import late_values
+
+    assert late_values(Line("+CIPSEND: 1,5")) == [1, 5, 5]
+    assert late_values(Line("+CIPSEND: 1,5,5")) == [1, 5, 5]
+    assert late_values(Line("+CIPSEND: (0-1),(1-1500)")) is None
 
 
 @given(st.binary(min_size=0, max_size=1500))

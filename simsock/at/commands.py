@@ -349,9 +349,9 @@ def cipccfg(
 
 
 def serverstart(port: int, server: int, backlog: int = 3) -> Command:
-    """``AT+SERVERSTART=<port>,<server>,<backlog>`` (3.14)."""
+    """``AT+SERVERSTART=<port>,<server>,<backlog>`` (3.14); port 0: the module picks one."""
     return _command(
-        f"+SERVERSTART={check_port(port)},{_int(server, 0, MAX_SERVER, 'server')},"
+        f"+SERVERSTART={check_port(port, allow_zero=True)},{_int(server, 0, MAX_SERVER, 'server')},"
         f"{_int(backlog, 1, 3, 'backlog')}"
     )
 

@@ -26,6 +26,7 @@ from .events import (
     LinkClosed,
     ModuleReady,
     NetworkClosed,
+    Notice,
     Ok,
     Prompt,
     PushedData,
@@ -95,6 +96,10 @@ def dispatch(s: Session, event: Event) -> None:
             s.recovery.network_lost()
         case ModuleReady():
             s.recovery.restarted()
+        case Notice(text=text):  # a start-up line: never a command's answer
+            s.stats.unsolicited += 1
+            logger.info("unsolicited: %s", text)
+            s.emit(Unsolicited(Line(text)))
         case _:
             s.stats.unsolicited += 1
             logger.info("unhandled event: %r", event)

@@ -15,6 +15,10 @@ from typing import Final
 
 __all__ = [
     "ERR_DESCRIPTIONS",
+    "IPCLOSE_BY_HOST",
+    "IPCLOSE_BY_PEER",
+    "IPCLOSE_REASONS",
+    "IPCLOSE_SEND_TIMEOUT",
     "IP_ERROR_STRINGS",
     "CommandError",
     "EngineClosedError",
@@ -25,6 +29,7 @@ __all__ = [
     "ModuleTimeoutError",
     "ModuleUnresponsiveError",
     "ProtocolError",
+    "closed_by_module_error",
     "err_to_oserror",
     "gai_error",
     "ip_error_code",
@@ -217,6 +222,29 @@ def module_error(err_no: int, text: str, code: int | None, module_text: str | No
     exc.module_code = code
     exc.module_text = module_text
     return exc
+
+
+#: ``+IPCLOSE: <link>,<close_reason>`` (4.2).
+IPCLOSE_BY_HOST = 0
+IPCLOSE_BY_PEER = 1
+IPCLOSE_SEND_TIMEOUT = 2
+IPCLOSE_REASONS: Final[dict[int, str]] = {
+    IPCLOSE_BY_HOST: "closed by the host",
+    IPCLOSE_BY_PEER: "closed by the peer",
+    IPCLOSE_SEND_TIMEOUT: "send timeout or DTR off",
+}
+
+
+def closed_by_module_error(link: int, reason: int) -> OSError:
+    """A link the module closed with ``+IPCLOSE: <link>,2``: ``TimeoutError`` (ETIMEDOUT).
+
+    As a socket whose sent data was never acknowledged; ``module_code`` is the
+    close reason.
+    """
+    text = IPCLOSE_REASONS.get(reason, f"close reason {reason}")
+    return module_error(
+        errno.ETIMEDOUT, f"link {link}: {text} (+IPCLOSE: {link},{reason})", reason, text
+    )
 
 
 def timeout_error(text: str) -> TimeoutError:

@@ -4,7 +4,7 @@ The parser cannot know whether a line such as ``+CIPOPEN: 0,0`` answers the
 command in flight or is the late result of an earlier one; such lines come out
 as :class:`Line` and the engine, which knows what it is waiting for, decides.
 Lines that can only be unsolicited (``+CIPRXGET: 1,<link>``, ``+IPCLOSE:``,
-``+CLIENT:``, ``+CIPEVENT:``, ``RDY``, ``CLOSED``) and everything framed by a
+``+CLIENT:``, ``+CIPEVENT:``, ``RDY``, ``CLOSED``, the start-up notices) and everything framed by a
 length (``+CIPRXGET: 2/3``, ``+IPD``, ``+RECEIVE``) have events of their own.
 """
 
@@ -29,6 +29,7 @@ __all__ = [
     "LinkClosed",
     "ModuleReady",
     "NetworkClosed",
+    "Notice",
     "Ok",
     "Prompt",
     "PushedData",
@@ -109,21 +110,26 @@ class IpError:
 
 @dataclass(frozen=True, slots=True)
 class DataWaiting:
-    """``+CIPRXGET: 1,<link>``: buffer mode, data waits in the module (2, 3.5)."""
+    """``+CIPRXGET: 1,<link>``: buffer mode, data waits in the module (2, 3.5).
 
-    link: int
+    ``link`` is ``None`` for firmware that prints ``+CIPRXGET: 1`` alone:
+    any open link may have data.
+    """
+
+    link: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class ReceivedData:
     """A buffered read, ``+CIPRXGET: 2|3,<link>,<read_len>,<rest_len>`` and its payload (3.5).
 
-    ``data`` is already decoded from hex for mode 3.
+    ``data`` is already decoded from hex for mode 3. ``rest`` is ``None`` for
+    firmware that omits ``rest_len`` (``+CIPRXGET: 2,<link>,<read_len>``).
     """
 
     link: int
     data: bytes
-    rest: int
+    rest: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +170,22 @@ class NetworkClosed:
 
 @dataclass(frozen=True, slots=True)
 class ModuleReady:
-    """``RDY``: the module (re)started; every socket and setting is gone."""
+    """``RDY`` (``*ATREADY: 1`` on A76xx firmware): the module (re)started.
+
+    Every socket and setting is gone.
+    """
+
+    text: str = "RDY"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A line firmware prints on its own after a restart (``SMS DONE``, ``PB DONE``, ...).
+
+    It never answers a command, so it is never taken as one's response.
+    """
+
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +227,7 @@ Event = (
     | ClientAccepted
     | NetworkClosed
     | ModuleReady
+    | Notice
     | Connect
     | ConnectFail
     | TransparentClosed
@@ -229,9 +251,10 @@ def describe(event: Event) -> str:
         case IpError(info=info):
             return f"+IP ERROR: {info}"
         case DataWaiting(link=link):
-            return f"+CIPRXGET: 1,{link}"
+            return "+CIPRXGET: 1" if link is None else f"+CIPRXGET: 1,{link}"
         case ReceivedData(link=link, data=data, rest=rest):
-            return f"+CIPRXGET: 2,{link},{len(data)},{rest} <{len(data)} bytes {data[:16]!r}>"
+            rest_len = "" if rest is None else f",{rest}"
+            return f"+CIPRXGET: 2,{link},{len(data)}{rest_len} <{len(data)} bytes {data[:16]!r}>"
         case PushedData(link=link, data=data, address=address):
             where = f"link {link}" if link is not None else f"from {address}"
             return f"+IPD{len(data)} ({where}) <{len(data)} bytes {data[:16]!r}>"
@@ -241,8 +264,8 @@ def describe(event: Event) -> str:
             return f"+CLIENT: {link},{server},{host}:{port}"
         case NetworkClosed():
             return "+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY"
-        case ModuleReady():
-            return "RDY"
+        case ModuleReady(text=text) | Notice(text=text):
+            return text
         case Connect(rate=rate):
             return f"CONNECT {rate}" if rate is not None else "CONNECT"
         case ConnectFail():

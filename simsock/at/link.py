@@ -119,6 +119,11 @@ class Link:
         """Bytes handed to the module whose ``+CIPSEND:`` has not come."""
         return sum(self.unconfirmed)
 
+    @property
+    def connected_udp(self) -> bool:
+        """A UDP link opened with a remote address: its peer is the only sender."""
+        return self.udp and self.peer[1] != 0
+
     def wants_read(self, push_mode: bool) -> bool:
         """Whether ``AT+CIPRXGET=2`` should be issued for this link now."""
         return (
@@ -163,7 +168,6 @@ class Link:
             and self.state is LinkState.OPEN
             and self.reading
             and not self.readable
-            and not self.udp
             and not self.transparent
             and not self.close_requested
             and not self.failed

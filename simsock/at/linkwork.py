@@ -19,11 +19,17 @@ from typing import TYPE_CHECKING
 
 from . import commands as at
 from .commands import Command
-from .errors import ProtocolError, module_error
+from .errors import (
+    IPCLOSE_SEND_TIMEOUT,
+    ProtocolError,
+    closed_by_module_error,
+    module_error,
+)
 from .events import PushedData, RawData, ReceivedData
 from .late import LateWaiter
 from .link import Link, LinkState
 from .outcomes import LinkData, LinkDatagram, LinkEof, LinkLost
+from .parser import MAX_HEX_PAYLOAD_BYTES
 from .requests import InFlight
 from .response import Response
 from .sending import Dropped, broken_pipe, drop_confirmations, send
@@ -40,8 +46,10 @@ CLOSE_ATTEMPTS = 3
 
 
 @functools.cache
-def _read_command(link: int) -> Command:
-    """``AT+CIPRXGET=2,<link>,1500``, built once per link: it is sent for every read."""
+def _read_command(link: int, hex_: bool = False) -> Command:
+    """``AT+CIPRXGET=2,<link>,1500`` (or ``=3,<link>,750``), built once per link and form."""
+    if hex_:
+        return at.ciprxget_read(link, MAX_HEX_PAYLOAD_BYTES, hex=True)
     return at.ciprxget_read(link, at.MAX_READ_BYTES)
 
 
@@ -112,7 +120,7 @@ class LinkWork:
             elif response.ip_error is None or response.error().errno != errno.EAGAIN:
                 logger.warning("link %d: read failed: %s", link.number, response.error())
 
-        command = _read_command(link.number)
+        command = _read_command(link.number, s.config.hex_reads)
         s.issue(
             InFlight(
                 command,
@@ -146,11 +154,18 @@ class LinkWork:
                 logger.warning("data for link %d, which is not open: dropped", event.link)
                 return
             link = got
-            link.readable = event.rest > 0
+            # Without rest_len (some firmware), read again until "No data".
+            link.readable = bool(event.data) if event.rest is None else event.rest > 0
         if link.close_requested or link.failed or link.eof_delivered:
             return  # asyncio delivers nothing after close()
         if link.udp:
             address = event.address if isinstance(event, PushedData) else None
+            if address is not None and link.connected_udp and address != link.peer:
+                # A connected socket's kernel drops other senders' datagrams; so do we.
+                logger.debug(
+                    "link %d: datagram from %s, not its peer: dropped", link.number, address
+                )
+                return
             s.emit(LinkDatagram(link.number, link.serial, event.data, address or link.peer))
         elif event.data:
             s.emit(LinkData(link.number, link.serial, event.data))
@@ -182,8 +197,13 @@ class LinkWork:
             return None
         return link
 
-    def data_waiting(self, number: int) -> None:
-        """``+CIPRXGET: 1,<link>``: a read is due."""
+    def data_waiting(self, number: int | None) -> None:
+        """``+CIPRXGET: 1,<link>``: a read is due (on every open link, when unnamed)."""
+        if number is None:
+            for each in self._s.links.values():
+                if each.state in (LinkState.OPEN, LinkState.PEER_CLOSED):
+                    each.readable = True
+            return
         link = self._s.links.get(number)
         if link is not None and not link.readable:
             link.readable = True
@@ -195,7 +215,17 @@ class LinkWork:
         link.eof_delivered = True
         link.readable = False
         s = self._s
-        if not link.close_requested and not link.failed and not link.udp:
+        quiet = link.close_requested or link.failed
+        if link.remote_reason == IPCLOSE_SEND_TIMEOUT and not quiet:
+            # Not an end of stream: the connection broke (4.2), after every byte
+            # that came before it.
+            error = closed_by_module_error(link.number, link.remote_reason)
+            if link.state is LinkState.PEER_CLOSED:
+                self.release(link, error)
+            else:
+                self._report_lost(link, error)
+            return
+        if not quiet and not link.udp:
             s.emit(LinkEof(link.number, link.serial))
         if link.state is LinkState.PEER_CLOSED:
             self.release(link, None)

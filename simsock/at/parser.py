@@ -35,6 +35,7 @@ from .events import (
     LinkClosed,
     ModuleReady,
     NetworkClosed,
+    Notice,
     Ok,
     Prompt,
     PushedData,
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_HEX_PAYLOAD_BYTES",
     "MAX_LINE_BYTES",
     "MAX_PAYLOAD_BYTES",
+    "START_UP_NOTICES",
     "Parser",
     "split_address",
 ]
@@ -59,6 +61,14 @@ MAX_LINE_BYTES = 1024
 MAX_PAYLOAD_BYTES = 1500
 #: Largest ``+CIPRXGET: 3`` (hex) read, in payload bytes (3.5).
 MAX_HEX_PAYLOAD_BYTES = 750
+
+#: Lines SIMCom firmware prints by itself once a restart is done (besides ``RDY``
+#: or ``*ATREADY: 1``, and ``+CPIN: READY``, which a query could also ask for).
+#: None of them ever answers a command.
+START_UP_NOTICES = frozenset({"SMS DONE", "PB DONE", "SMS Ready", "Call Ready", "PB Ready"})
+#: The line before pushed data that names the sender (4.1), as firmware spells it:
+#: ``RECV FROM:``, ``+RECV FROM:`` (both in the original) and ``RCV FROM:`` (2.1.5).
+_SENDER_PREFIXES = ("RECV FROM:", "RCV FROM:")
 
 #: What ends transparent data mode, as the module frames it (4.2, 2).
 TRANSPARENT_CLOSED = b"\r\nCLOSED\r\n"
@@ -76,7 +86,8 @@ class _Payload:
 
     length: int  # bytes to read from the wire (twice the payload for hex)
     link: int | None
-    rest: int  # +CIPRXGET rest_len; -1 for pushed data
+    pushed: bool  # +IPD / +RECEIVE (else a +CIPRXGET read)
+    rest: int | None  # +CIPRXGET rest_len (None: the firmware left it out)
     hex: bool
     need_lf: bool  # the header ended with CR: skip the LF of its CRLF first
     address: tuple[str, int] | None
@@ -314,21 +325,29 @@ class Parser:
                 raise ProtocolError(f"bad hex payload: {raw[:32]!r}") from None
         else:
             data = raw
-        if payload.rest >= 0:
-            assert payload.link is not None
-            return ReceivedData(payload.link, data, payload.rest)
-        return PushedData(payload.link, data, payload.address)
+        if payload.pushed:
+            return PushedData(payload.link, data, payload.address)
+        assert payload.link is not None
+        return ReceivedData(payload.link, data, payload.rest)
 
     def _start_payload(
-        self, length: int, link: int | None, rest: int, hex_: bool, ended_cr: bool, limit: int
+        self,
+        length: int,
+        link: int | None,
+        rest: int | None,
+        hex_: bool,
+        ended_cr: bool,
+        limit: int,
+        *,
+        pushed: bool = False,
     ) -> Event | None:
         if not 0 <= length <= limit:
             raise ProtocolError(f"payload length {length} outside 0..{limit}")
         address = None
-        if rest < 0:
+        if pushed:
             address, self._recv_from = self._recv_from, None
         self._payload = _Payload(
-            length * 2 if hex_ else length, link, rest, hex_, ended_cr, address
+            length * 2 if hex_ else length, link, pushed, rest, hex_, ended_cr, address
         )
         return self.next_event()
 
@@ -345,11 +364,15 @@ class Parser:
             return Error()
         if text[0] == "+":
             return self._classify_plus(text, ended_cr)
-        if text.startswith("RECV FROM:"):
-            self._recv_from = split_address(text[10:])
+        if text.startswith(_SENDER_PREFIXES):
+            self._recv_from = split_address(text.partition(":")[2])
             return None
         if text == "RDY":
             return ModuleReady()
+        if text.startswith("*ATREADY:"):  # A76xx firmware's RDY
+            return ModuleReady(text)
+        if text in START_UP_NOTICES:
+            return Notice(text)
         if text == "CLOSED":
             return TransparentClosed()
         if text == "CONNECT FAIL":
@@ -364,10 +387,14 @@ class Parser:
             digits = text[4:]
             if not digits.isdigit() or not digits.isascii():
                 raise ProtocolError(f"malformed +IPD header: {text!r}")
-            return self._start_payload(int(digits), None, -1, False, ended_cr, MAX_PAYLOAD_BYTES)
+            return self._start_payload(
+                int(digits), None, None, False, ended_cr, MAX_PAYLOAD_BYTES, pushed=True
+            )
         if text.startswith("+RECEIVE,"):
             link, length = int_fields(split_fields(text[9:]), 2, repr(text))
-            return self._start_payload(length, link, -1, False, ended_cr, MAX_PAYLOAD_BYTES)
+            return self._start_payload(
+                length, link, None, False, ended_cr, MAX_PAYLOAD_BYTES, pushed=True
+            )
         if text.startswith("+RECV FROM:"):
             self._recv_from = split_address(text[11:])
             return None
@@ -381,19 +408,23 @@ class Parser:
             if fast is not None:  # the hot path of buffer access: skip the general tokenizer
                 hex_ = fast.group(1) == "3"
                 limit = MAX_HEX_PAYLOAD_BYTES if hex_ else MAX_PAYLOAD_BYTES
-                link, length, rest = int(fast.group(2)), int(fast.group(3)), int(fast.group(4))
-                return self._start_payload(length, link, rest, hex_, ended_cr, limit)
+                link, length = int(fast.group(2)), int(fast.group(3))
+                return self._start_payload(length, link, int(fast.group(4)), hex_, ended_cr, limit)
             fields = split_fields(text[10:])
             mode = fields[0] if fields else None
             if mode == 1 and len(fields) == 2:
                 return DataWaiting(int_fields(fields[1:], 1, repr(text))[0])
-            if mode in (2, 3) and len(fields) == 4:
-                link, length, rest = int_fields(fields[1:], 3, repr(text))
+            if mode == 1 and len(fields) == 1:  # firmware that does not name the link
+                return DataWaiting(None)
+            if mode in (2, 3) and len(fields) in (3, 4):  # rest_len left out by some firmware
+                numbers = int_fields(fields[1:], len(fields) - 1, repr(text))
+                link, length = numbers[0], numbers[1]
+                rest_len = numbers[2] if len(numbers) == 3 else None
                 hex_ = mode == 3
                 limit = MAX_HEX_PAYLOAD_BYTES if hex_ else MAX_PAYLOAD_BYTES
-                if rest < 0:
+                if rest_len is not None and rest_len < 0:
                     raise ProtocolError(f"negative rest_len: {text!r}")
-                return self._start_payload(length, link, rest, hex_, ended_cr, limit)
+                return self._start_payload(length, link, rest_len, hex_, ended_cr, limit)
             return Line(text)
         if text.startswith("+IPCLOSE:"):
             link, reason = int_fields(split_fields(text[9:]), 2, repr(text))

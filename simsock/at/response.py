@@ -35,13 +35,21 @@ QUERY_SHAPE_DIFFERS = frozenset({"+CIPOPEN"})
 
 
 def late_values(line: Line) -> list[int] | None:
-    """The integers of ``line`` when it has a late result's name and shape, else ``None``."""
+    """The integers of ``line`` when it has a late result's name and shape, else ``None``.
+
+    Some firmware confirms a send with two fields, ``+CIPSEND: <link>,<len>``:
+    that is read as ``<link>,<len>,<len>`` (all of it sent).
+    """
     name = line.name
     count = LATE_RESULT_FIELDS.get(name or "")
     if count is None:
         return None
     try:
-        return int_fields(line.fields, count, line.text)
+        fields = line.fields
+        if name == "+CIPSEND" and len(fields) == 2:
+            link, length = int_fields(fields, 2, line.text)
+            return [link, length, length]
+        return int_fields(fields, count, line.text)
     except ProtocolError:
         return None  # same name, other shape (a query's answer)
 
@@ -80,9 +88,15 @@ class Response:
             return ip_error_to_oserror(self.ip_error, context=what)
         if self.cip_error is not None:
             return err_to_oserror(self.cip_error, context=what)
+        # No reason given, or a 3GPP one: the module's number is kept as it
+        # came (CME) or left None, never made up.
         if isinstance(self.final, CmeError):
-            return err_to_oserror(12, context=f"{what}: +CME ERROR: {self.final.code}")
-        return err_to_oserror(12, context=f"{what}: ERROR")
+            code = self.final.code
+            text = f"+CME ERROR: {code}"
+            return module_error(
+                errno.EIO, f"{what}: {text}", code if isinstance(code, int) else None, text
+            )
+        return module_error(errno.EIO, f"{what}: ERROR", None, None)
 
     def raise_for_error(self) -> None:
         """Raise :meth:`error` unless the final result was ``OK``."""

@@ -18,7 +18,7 @@ import math
 from typing import TYPE_CHECKING
 
 from . import commands as at
-from .errors import module_error, timeout_error
+from .errors import IPCLOSE_REASONS, module_error, timeout_error
 from .late import LateWaiter
 from .link import Link
 from .outcomes import LinkSent
@@ -48,14 +48,15 @@ def send(s: Session, link: Link) -> None:
     Its ``+CIPSEND:`` confirmation is awaited with a bound; the payload goes
     out when ``>`` comes (:func:`prompt`).
     """
+    ctrl_z = s.config.send_ctrl_z
     if link.udp:
         chunk, (ip, port) = link.datagrams.popleft()
-        command = at.cipsend(link.number, len(chunk), ip, port)
+        command = at.cipsend(link.number, None if ctrl_z else len(chunk), ip, port)
     else:
         size = min(len(link.tx), at.MAX_SEND_BYTES)
         chunk = bytes(link.tx[:size])
         del link.tx[:size]
-        command = at.cipsend(link.number, size)
+        command = at.cipsend(link.number, None if ctrl_z else size)
     size = len(chunk)
     link.unconfirmed.append(size)
 
@@ -103,7 +104,7 @@ def send(s: Session, link: Link) -> None:
             done,
             failed,
             deadline=s.now + s.timeout_for(command),
-            payload=chunk,
+            payload=at.escape_variable_payload(chunk) if ctrl_z else chunk,
             prompt_deadline=s.now + s.config.prompt_timeout_s,
             late=waiter,
             late_after_ok=True,
@@ -174,9 +175,7 @@ def drop_confirmations(s: Session, link: Link) -> None:
 
 def broken_pipe(link: Link) -> OSError:
     """Bytes written on a link the module freed (``+IPCLOSE``) can never leave."""
-    reason = {0: "closed by the module", 1: "closed by the peer", 2: "send timeout"}.get(
-        link.remote_reason or 0, "closed"
-    )
+    reason = IPCLOSE_REASONS.get(link.remote_reason or 0, "closed")
     return module_error(
         errno.EPIPE,
         f"link {link.number} was {reason} (+IPCLOSE): written data cannot be sent",

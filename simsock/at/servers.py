@@ -13,7 +13,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from . import commands as at
+from .errors import ProtocolError
 from .events import ClientAccepted
+from .fields import int_fields
 from .link import Link, LinkState
 from .opening import take_number_for_client
 from .outcomes import ClientConnected
@@ -23,7 +25,7 @@ from .response import Response
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["client_accepted", "start_server", "stop_server"]
+__all__ = ["client_accepted", "listening_ports", "start_server", "stop_server"]
 
 logger = logging.getLogger("simsock.at.session")
 
@@ -32,7 +34,11 @@ SERVER_STOP_POLL_S = 0.05
 
 
 def start_server(s: Session, port: int, index: int, backlog: int) -> Procedure:
-    """``AT+SERVERSTART`` (3.14) once the module is up; ``+CLIENT`` for ``index`` is served."""
+    """``AT+SERVERSTART`` (3.14) once the module is up; ``+CLIENT`` for ``index`` is served.
+
+    The value is the port it listens on: with ``port`` 0 the module picks one,
+    read back with ``AT+SERVERSTART?``.
+    """
     command = at.serverstart(port, index, backlog)
     yield WaitUp(s.timeout_for(at.cipopen_udp(0, 0)))
     s.servers[index] = port  # a +CLIENT right behind the OK is ours
@@ -40,7 +46,23 @@ def start_server(s: Session, port: int, index: int, backlog: int) -> Procedure:
     if not response.ok:
         s.servers.pop(index, None)
         raise response.error("SERVERSTART")
-    return None
+    if port == 0:
+        listening: Response = yield Cmd(at.query("+SERVERSTART"))
+        bound = listening_ports(listening).get(index)
+        if bound is None:
+            raise ProtocolError(f"AT+SERVERSTART? does not list server {index}")
+        port = s.servers[index] = bound
+    return port
+
+
+def listening_ports(response: Response) -> dict[int, int]:
+    """``AT+SERVERSTART?`` (3.14): the listening servers' ports, by index."""
+    response.raise_for_error()
+    out = {}
+    for fields in response.info("+SERVERSTART"):
+        index, port = int_fields(fields, 2, "+SERVERSTART? line")
+        out[index] = port
+    return out
 
 
 def stop_server(s: Session, index: int) -> Procedure:

@@ -84,6 +84,11 @@ class SessionConfig:
     baudrate: int = 115200
     #: Recent wire lines kept for diagnostics (0: none).
     trace_lines: int = 0
+    #: Send with the variable-length form, ``AT+CIPSEND=<link>`` and the
+    #: payload escaped and ended with Ctrl+Z (3.4), not with a fixed length.
+    send_ctrl_z: bool = False
+    #: Read buffered data as hex, ``AT+CIPRXGET=3,<link>,750`` (3.5), not raw.
+    hex_reads: bool = False
 
 
 class Session:

@@ -16,10 +16,12 @@ from ..at.commands import Command
 from ..at.errors import ProtocolError
 from ..at.fields import Field, int_fields
 from ..at.response import Response
+from ..at.servers import listening_ports
 from .driver import Driver
 
 __all__ = [
     "Capabilities",
+    "Keepalive",
     "LinkCounters",
     "LinkInfo",
     "ModuleControl",
@@ -60,6 +62,16 @@ class LinkInfo:
     host: str | None = None
     port: int | None = None
     server: int | None = None  # the accepting server's index, None for a client
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """``AT+CTCPKA?`` (3.19): TCP keepalive of the module's links."""
+
+    enabled: bool
+    idle_min: int
+    count: int
+    interval_min: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +210,20 @@ class ModuleControl:
     ) -> None:
         """``AT+CTCPKA`` (3.19): TCP keepalive for the module's links."""
         await self._run(at.ctcpka(enabled, idle_min, count, interval_min))
+
+    async def keepalive(self) -> Keepalive:
+        """``AT+CTCPKA?`` (3.19): the keepalive settings."""
+        enabled, idle, count, interval = await self._ints(at.query("+CTCPKA"), "+CTCPKA", 4)
+        return Keepalive(enabled == 1, idle, count, interval)
+
+    async def link_states(self) -> tuple[bool, ...]:
+        """``AT+CIPCLOSE?`` (3.6): whether each link (0, 1, ...) is connected."""
+        states = await self._one(at.query("+CIPCLOSE"), "+CIPCLOSE")
+        return tuple(value == 1 for value in int_fields(states, len(states), "+CIPCLOSE? line"))
+
+    async def listening(self) -> dict[int, int]:
+        """``AT+SERVERSTART?`` (3.14): the port each listening server index uses."""
+        return listening_ports(await self._driver.execute(at.query("+SERVERSTART")))
 
     async def set_dns_servers(
         self, primary: str, secondary: str | None = None, *, ipv6: bool = False

@@ -1,10 +1,17 @@
 """``LinkDatagramTransport``: an ``asyncio.DatagramTransport`` over a UDP link (3.3, 3.4, 4.1).
 
-UDP needs direct-push receive mode (``open_modem(..., rx_mode="push")``): only
-pushed data carries the sender's address (``RECV FROM:``) and arrives one
-datagram per block. In buffer-access mode the module keeps neither the
-address nor the boundaries (``AT+CIPRXGET=2`` reads bytes), so simsock refuses
-UDP there rather than merge datagrams or guess an address.
+In direct-push mode (``open_modem(..., rx_mode="push")``) each pushed block
+is one datagram and ``RECV FROM:`` names its sender (4.1). In buffer-access
+mode the module does not say who sent what, so simsock serves only a
+*connected* endpoint there (``remote_addr`` given), and takes each
+``AT+CIPRXGET=2,<link>,1500`` read as one datagram from that peer. That is
+the note's 3.3.2 flow, and it assumes a module that keeps datagrams apart in
+its buffer, as the virtual SIM7028 does; a module that merged them would
+deliver two datagrams as one. Unconnected UDP in buffer mode is refused with
+``EOPNOTSUPP``, rather than guessing an address.
+
+A connected endpoint, like a connected socket, receives only its peer's
+datagrams: in push mode the others are dropped.
 """
 
 from __future__ import annotations

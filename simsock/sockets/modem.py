@@ -294,11 +294,12 @@ class Modem(ModuleControl):
         """Listen on the module (``AT+SERVERSTART``, 3.14), like ``loop.create_server``.
 
         Each accepted client takes a free link and gets ``protocol_factory()``.
-        ``backlog`` is 1-3. The module has two servers; a third raises
-        ``OSError(EMFILE)``. With ``ssl`` (a server-side SSLContext), TLS runs
-        on the host.
+        ``port`` 0 lets the module pick one (``server.sockets[0].getsockname()``
+        says which, once serving). ``backlog`` is 1-3. The module has two
+        servers; a third raises ``OSError(EMFILE)``. With ``ssl`` (a
+        server-side SSLContext), TLS runs on the host.
         """
-        check_port(port)
+        check_port(port, allow_zero=True)
         if self._driver.closed:
             raise _closed_error()
         if not 1 <= backlog <= 3:
@@ -376,15 +377,19 @@ class Modem(ModuleControl):
     ) -> tuple[LinkDatagramTransport, _D]:
         """A UDP link (``AT+CIPOPEN=<link>,"UDP",,,<port>``), as loop.create_datagram_endpoint.
 
-        Needs ``rx_mode="push"`` (see :mod:`simsock.sockets.datagram`).
         ``local_addr``'s port is the module's local port (0: the module picks);
-        ``remote_addr`` (an IP literal) fixes the destination of ``sendto``.
+        ``remote_addr`` (an address or a name, resolved by the module) fixes the
+        destination of ``sendto``, and, as a connected socket, only its
+        datagrams are received. In buffer-access mode (``rx_mode="buffer"``) a
+        ``remote_addr`` is required: each ``AT+CIPRXGET=2`` read is taken as one
+        datagram from that peer, as the note's 3.3.2 flow shows (see
+        :mod:`simsock.sockets.datagram`).
         """
-        if self.rx_mode != "push":
+        if self.rx_mode != "push" and remote_addr is None:
             raise OSError(
                 errno.EOPNOTSUPP,
-                "UDP needs open_modem(..., rx_mode='push'): in buffer-access mode the module"
-                " keeps neither the sender's address nor datagram boundaries",
+                "UDP without remote_addr needs open_modem(..., rx_mode='push'): in"
+                " buffer-access mode the module does not say who sent a datagram",
             )
         local_port = 0 if local_addr is None else check_port(local_addr[1], allow_zero=True)
         remote: tuple[str, int] | None = None

@@ -62,6 +62,8 @@ def open_modem(
     transparent: bool = False,
     escape_guard_s: float | None = None,
     wire_tap: Callable[[str, bytes], None] | None = None,
+    send_ctrl_z: bool = False,
+    hex_reads: bool = False,
     **serial_options: Any,
 ) -> _Opener:
     """Open the module at ``url`` (any pyserial URL or device path) and bring it up.
@@ -77,6 +79,10 @@ def open_modem(
     "<-" read) from the first one: :mod:`simsock.trace` records with it.
     ``ip_family=6`` selects an IPv6 PDP context (``AT+CSOCKETPN=1,6``, 3.18)
     before the network opens; ``apn`` sets ``AT+CGDCONT`` first.
+    ``send_ctrl_z=True`` sends with the variable-length ``AT+CIPSEND=<link>``,
+    the payload escaped and ended with Ctrl+Z (3.4); ``hex_reads=True`` reads
+    buffered data as hex (``AT+CIPRXGET=3``, 3.5), for lines that are not
+    8-bit clean on the way in. Both cost line time; the defaults are faster.
     """
     if ip_family not in (4, 6):
         raise ValueError(f"ip_family must be 4 or 6, not {ip_family!r}")
@@ -93,6 +99,8 @@ def open_modem(
         transparent=transparent,
         escape_guard_s=escape_guard_s,
         wire_tap=wire_tap,
+        send_ctrl_z=send_ctrl_z,
+        hex_reads=hex_reads,
         **serial_options,
     )
     return _Opener(url, kwargs)
@@ -111,6 +119,8 @@ async def _start(
     transparent: bool,
     escape_guard_s: float | None,
     wire_tap: Callable[[str, bytes], None] | None,
+    send_ctrl_z: bool,
+    hex_reads: bool,
     **serial_options: Any,
 ) -> Modem:
     reader, writer = await serial_asyncio.open_serial_connection(
@@ -120,7 +130,9 @@ async def _start(
     # CIPRXGET answer would take two. Its transport keeps the size here.
     if hasattr(writer.transport, "_max_read_size"):
         writer.transport._max_read_size = SERIAL_READ_BYTES
-    config = SessionConfig(baudrate=baudrate, trace_lines=trace_lines)
+    config = SessionConfig(
+        baudrate=baudrate, trace_lines=trace_lines, send_ctrl_z=send_ctrl_z, hex_reads=hex_reads
+    )
     if poll_interval_s is not None:
         config.poll_interval_s = poll_interval_s
     if escape_guard_s is not None:

@@ -115,7 +115,9 @@ class ModuleServer(asyncio.AbstractServer):
         self._started = True
         driver = self._modem.driver
         try:
-            await driver.run(driver.session.start_server(self.port, self.index, self._backlog))
+            self.port = await driver.run(
+                driver.session.start_server(self.port, self.index, self._backlog)
+            )
         except BaseException:
             self._started = False
             self._modem.forget_server(self)
