@@ -19,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..at import commands as at
 from ..at.link import Link
 from ..driver.driver import Driver
+from .dns import NameCache
 from .endpoint import LinkEndpoint
 
 __all__ = ["LinkDatagramTransport"]
@@ -44,9 +48,16 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
         protocol: asyncio.DatagramProtocol,
         remote_addr: tuple[str, int] | None,
         extra: dict[str, Any],
+        resolve: Callable[[str, int], Awaitable[str]] | None = None,
+        names: NameCache | None = None,
     ) -> None:
         super().__init__(driver, link, protocol, extra)
         self._remote = remote_addr
+        self._resolve = resolve
+        self._names = names if names is not None else NameCache()
+        #: Datagrams behind one whose name is being resolved (their order is kept).
+        self._waiting: deque[tuple[bytes, str, int]] = deque()
+        self._resolver: asyncio.Task[None] | None = None
         self._protocol_paused = False
         self._high_water = DEFAULT_HIGH_WATER_BYTES
         self._low_water = DEFAULT_HIGH_WATER_BYTES // 4
@@ -58,10 +69,14 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
         self._attach()
 
     def sendto(self, data: Any, addr: Any = None) -> None:
-        """Queue one datagram for ``addr`` (an IP literal and port), or for ``remote_addr``.
+        """Queue one datagram for ``addr``, or for ``remote_addr``.
 
-        A datagram above 1500 bytes (the largest ``AT+CIPSEND``) is reported to
-        ``error_received`` as ``OSError(EMSGSIZE)``, as a socket transport would.
+        ``addr`` is an IP literal or a name and a port. A name is resolved by
+        the module (``AT+CDNSGIP``, cached a minute); datagrams sent meanwhile
+        wait behind it, in order. A name the module cannot resolve, or may not
+        be sent (3.17), is reported to ``error_received`` as ``socket.gaierror``,
+        and a datagram above 1500 bytes (the largest ``AT+CIPSEND``) as
+        ``OSError(EMSGSIZE)``, as a socket transport would.
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(
@@ -74,9 +89,8 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
         if addr is None:
             raise ValueError("a destination address is required (no remote_addr)")
         host, port = addr[0], addr[1]
-        literal = at.ip_literal(host) if isinstance(host, str) else None
-        if literal is None:
-            raise ValueError(f"UDP destinations must be IP addresses, not {host!r}")
+        if not isinstance(host, str):
+            raise TypeError(f"a UDP destination host must be a str, not {type(host).__name__}")
         at.check_port(port)
         if self._closing or self._lost:
             logger.warning("sendto() on a closed datagram transport ignored")
@@ -87,7 +101,59 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
             return
         if not data:
             return  # the module cannot send an empty datagram (lengths are 1-1500)
-        self._driver.send_datagram(self._link, bytes(data), (str(literal), port))
+        literal = at.ip_literal(host)
+        address = str(literal) if literal is not None else self._names.get(host)
+        if address is None or self._waiting:
+            self._wait_for_name(bytes(data), host, port)
+            return
+        self._send(bytes(data), (address, port))
+
+    def _wait_for_name(self, data: bytes, host: str, port: int) -> None:
+        try:
+            if at.ip_literal(host) is None:
+                at.check_domain(host)  # never reaches the wire otherwise
+        except ValueError as exc:
+            self._error(socket.gaierror(socket.EAI_NONAME, str(exc)))
+            return
+        if self._resolve is None:
+            self._error(socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host!r} here"))
+            return
+        self._waiting.append((data, host, port))
+        if self._resolver is None:
+            self._resolver = self._loop.create_task(self._resolve_waiting())
+
+    async def _resolve_waiting(self) -> None:
+        """Send the waiting datagrams in order, resolving each name once."""
+        try:
+            while self._waiting and not self.is_closing():
+                data, host, port = self._waiting[0]
+                literal = at.ip_literal(host)
+                address = str(literal) if literal is not None else self._names.get(host)
+                if address is None:
+                    assert self._resolve is not None
+                    try:
+                        address = await self._resolve(host, port)
+                    except OSError as exc:
+                        self._waiting.popleft()
+                        self._error(exc)
+                        continue
+                    self._names.put(host, address)
+                self._waiting.popleft()
+                if not self.is_closing():
+                    self._send(data, (address, port))
+        finally:
+            self._resolver = None
+            if self.is_closing():
+                self._waiting.clear()  # close() does not wait for the module's DNS
+
+    def _error(self, exc: OSError) -> None:
+        try:
+            self._protocol.error_received(exc)
+        except Exception:
+            logger.exception("error_received raised")
+
+    def _send(self, data: bytes, address: tuple[str, int]) -> None:
+        self._driver.send_datagram(self._link, data, address)
         if not self._protocol_paused and self._link.queued > self._high_water:
             self._protocol_paused = True
             try:
@@ -122,5 +188,7 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
                 logger.exception("resume_writing raised")
 
     def get_write_buffer_size(self) -> int:
-        """Bytes of datagrams queued."""
-        return 0 if self._lost else self._link.queued
+        """Bytes of datagrams queued (those waiting for a name too)."""
+        if self._lost:
+            return 0
+        return self._link.queued + sum(len(data) for data, _, _ in self._waiting)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections import OrderedDict
 from typing import Any
 
 from ..at import commands as at
@@ -10,7 +12,7 @@ from ..at.commands import check_host, check_port, ip_literal
 from ..at.errors import gai_error
 from ..driver.driver import Driver
 
-__all__ = ["AddrInfo", "getaddrinfo", "host_or_gaierror", "service_port"]
+__all__ = ["AddrInfo", "NameCache", "getaddrinfo", "host_or_gaierror", "service_port"]
 
 #: One entry of ``loop.getaddrinfo``'s answer.
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
@@ -97,3 +99,36 @@ async def getaddrinfo(
         protocol = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
         out.append((af, socket.SocketKind(kind), proto or protocol, "", sockaddr))
     return out
+
+
+class NameCache:
+    """Addresses the module resolved for ``sendto(data, (name, port))``: few, and not for long.
+
+    A datagram sent to a name must not cost an ``AT+CDNSGIP`` each time; an
+    answer is kept :data:`TTL_S` seconds (the module's own answers carry no
+    TTL), and the least recently used of more than :data:`SIZE` names goes.
+    """
+
+    TTL_S = 60.0
+    SIZE = 32
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def get(self, name: str) -> str | None:
+        """The address cached for ``name``, or ``None``."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._entries[name]
+            return None
+        self._entries.move_to_end(name)
+        return entry[1]
+
+    def put(self, name: str, address: str) -> None:
+        """Remember that ``name`` is ``address``."""
+        self._entries[name] = (time.monotonic() + self.TTL_S, address)
+        self._entries.move_to_end(name)
+        while len(self._entries) > self.SIZE:
+            self._entries.popitem(last=False)

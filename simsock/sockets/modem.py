@@ -28,7 +28,7 @@ from ..at.outcomes import StateChanged as StateChange
 from ..driver.control import ModuleControl
 from ..driver.driver import Driver
 from .datagram import LinkDatagramTransport
-from .dns import AddrInfo, getaddrinfo, host_or_gaierror, service_port
+from .dns import AddrInfo, NameCache, getaddrinfo, host_or_gaierror, service_port
 from .server import ModuleServer
 from .transport import LinkTransport, start_tls_for
 
@@ -66,6 +66,7 @@ class Modem(ModuleControl):
         self.url = url
         self.rx_mode = rx_mode
         self._servers: dict[int, ModuleServer] = {}
+        self._udp_names = NameCache()  # sendto(data, (name, port)) answers
         #: Transparent mode (AT+CIPMODE=1): the first connection on link 0 is a raw pipe.
         self.transparent = transparent
         driver.on_client = self._client_accepted
@@ -409,7 +410,14 @@ class Modem(ModuleControl):
         extra: dict[str, Any] = {"sockname": (self._info.ip_address or "0.0.0.0", local_port)}
         if remote is not None:
             extra["peername"] = remote
-        transport = LinkDatagramTransport(self._driver, link, protocol, remote, extra)
+
+        async def resolve(host: str, port: int) -> str:
+            infos = await self.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            return str(infos[0][4][0])
+
+        transport = LinkDatagramTransport(
+            self._driver, link, protocol, remote, extra, resolve, self._udp_names
+        )
         return transport, protocol
 
 

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import hashlib
 import random
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -28,12 +29,14 @@ class _Burst(asyncio.DatagramProtocol):
     def __init__(self, replies: list[bytes]) -> None:
         self.replies = replies
         self.senders: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self.received: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.senders.put_nowait(addr)
+        self.received.append(data)
         for reply in self.replies:
             self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
 
@@ -49,11 +52,11 @@ async def test_buffer_mode_connected_udp_reads_one_datagram_per_read(
 ) -> None:
     """50 datagrams of distinct sizes land in the module at once; each is read back whole."""
     rng = random.Random(12)
-    sizes = rng.sample(range(1, 1401), 48) + [1, 1400]
+    sizes = [*rng.sample(range(1, 1401), 48), 1, 1400]
     sizes = list(dict.fromkeys(sizes))  # distinct
     replies = [rng.randbytes(size) for size in sizes]
     loop = asyncio.get_running_loop()
-    peer, burst = await loop.create_datagram_endpoint(
+    peer, _burst = await loop.create_datagram_endpoint(
         lambda: _Burst(replies), local_addr=("127.0.0.1", 0)
     )
     address = peer.get_extra_info("sockname")
@@ -93,9 +96,7 @@ async def test_push_mode_connected_udp_drops_other_senders(vm: VirtualModem) -> 
             asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
         )
         address = peer.get_extra_info("sockname")
-        transport, collector = await modem.create_datagram_endpoint(
-            _Collector, remote_addr=address
-        )
+        transport, collector = await modem.create_datagram_endpoint(_Collector, remote_addr=address)
         try:
             transport.sendto(b"hello")
             assert await asyncio.wait_for(collector.queue.get(), 10) == (b"from the peer", address)
@@ -108,3 +109,50 @@ async def test_push_mode_connected_udp_drops_other_senders(vm: VirtualModem) -> 
             transport.close()
             peer.close()
             stranger.close()
+
+
+class _Errors(_Collector):
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[Exception] = []
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+
+async def test_sendto_a_name_resolves_it_through_the_module_once_and_keeps_order(
+    vm: VirtualModem,
+) -> None:
+    written: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    peer, burst = await loop.create_datagram_endpoint(
+        lambda: _Burst([]), local_addr=("127.0.0.1", 0)
+    )
+    port = peer.get_extra_info("sockname")[1]
+    async with simsock.open_modem(
+        vm.url, rx_mode="push", wire_tap=lambda d, b: written.append(b) if d == "->" else None
+    ) as modem:
+        transport, collector = await modem.create_datagram_endpoint(_Errors)
+        try:
+            transport.sendto(b"one", ("localhost", port))  # resolved by the module
+            transport.sendto(b"two", ("127.0.0.1", port))  # waits behind it: order kept
+            transport.sendto(b"three", ("localhost", port))
+            transport.sendto(b"bad", ('evil"\r\nAT+CFUN=0', port))  # never reaches the wire
+            transport.sendto(b"nobody", ("no.such.name", port))
+            for _ in range(3):
+                await asyncio.wait_for(burst.senders.get(), 10)
+            assert burst.received == [b"one", b"two", b"three"]  # in the order sent
+            for _ in range(100):
+                if len(collector.errors) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(collector.errors) == 2
+            assert all(isinstance(e, socket.gaierror) for e in collector.errors)
+        finally:
+            transport.close()
+            peer.close()
+    wire = b"".join(written)
+    assert wire.count(b'AT+CDNSGIP="localhost"') == 1
+    assert b"CFUN" not in wire
+    assert b"evil" not in wire
+    assert b'AT+CDNSGIP="no.such.name"' in wire
