@@ -51,14 +51,19 @@ def open_link(
     udp = host is None
     yield WaitUp(s.timeout_for(at.cipopen_udp(0, 0)))
     for _ in range(2):
-        transparent = not udp and datamode.wants_link()
+        # In transparent mode link 0 is the raw pipe: TCP, or UDP to one peer (3.3.3).
+        transparent = (not udp or udp_remote is not None) and datamode.wants_link()
         number = 0 if transparent else free_number(s)
         if transparent and number in s.links:
             raise OSError(errno.EMFILE, "link 0 is in use (transparent mode)")
         _check_routable(s, udp, host, port)
         if udp:
             link = Link(number, udp_remote or ("0.0.0.0", 0), udp=True)
-            command = at.cipopen_udp(number, local_port or 0)
+            if transparent:
+                assert udp_remote is not None
+                command = at.cipopen_udp(number, local_port or 0, *udp_remote)
+            else:
+                command = at.cipopen_udp(number, local_port or 0)
         else:
             assert host is not None
             link = Link(number, (host, port))

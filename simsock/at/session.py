@@ -339,9 +339,16 @@ class Session:
             self.linkwork.fail(link, broken_pipe(link))
 
     def send_datagram(self, link: Link, data: bytes, address: tuple[str, int]) -> None:
-        """Queue one datagram on UDP ``link`` for ``address``."""
+        """Queue one datagram on UDP ``link`` for ``address``.
+
+        On a transparent link (3.3.3) the bytes go raw to its one peer; the
+        module, not the host, decides where one datagram ends.
+        """
         if self._owns(link) and link.state is LinkState.OPEN and not link.failed:
-            link.datagrams.append((data, address))
+            if link.transparent:
+                link.tx += data
+            else:
+                link.datagrams.append((data, address))
             self._kick = True
 
     def pause_reading(self, link: Link) -> None:

@@ -384,8 +384,16 @@ class Modem(ModuleControl):
         datagrams are received. In buffer-access mode (``rx_mode="buffer"``) a
         ``remote_addr`` is required: each ``AT+CIPRXGET=2`` read is taken as one
         datagram from that peer, as the note's 3.3.2 flow shows (see
-        :mod:`simsock.sockets.datagram`).
+        :mod:`simsock.sockets.datagram`). In transparent mode the endpoint is
+        the raw link 0 to ``remote_addr`` (3.3.3): the module cuts the byte
+        stream into datagrams both ways, so boundaries are not kept.
         """
+        if self.transparent and remote_addr is None:
+            raise OSError(
+                errno.EOPNOTSUPP,
+                "UDP in transparent mode needs remote_addr: link 0 is a raw pipe to one"
+                " peer (3.3.3), and the module refuses other links",
+            )
         if self.rx_mode != "push" and remote_addr is None:
             raise OSError(
                 errno.EOPNOTSUPP,

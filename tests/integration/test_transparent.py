@@ -186,3 +186,63 @@ async def test_servers_use_index_one_in_transparent_mode(raw_modem: simsock.Mode
         assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
         writer.close()
         await writer.wait_closed()
+
+
+class _UdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+class _Gather(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.addresses: set[tuple[str, int]] = set()
+        self.more = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.data += data
+        self.addresses.add(addr)
+        self.more.set()
+
+
+async def test_udp_in_transparent_mode_is_a_raw_pipe_to_one_peer() -> None:
+    """3.3.3: link 0 opened with the remote address; bytes flow raw both ways."""
+    loop = asyncio.get_running_loop()
+    echo, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
+    address = echo.get_extra_info("sockname")
+    written: list[bytes] = []
+    async with (
+        VirtualModem(escape_guard_s=GUARD_S) as vm,
+        simsock.open_modem(
+            vm.url,
+            transparent=True,
+            escape_guard_s=GUARD_S,
+            wire_tap=lambda d, b: written.append(b) if d == "->" else None,
+        ) as modem,
+    ):
+        with pytest.raises(OSError, match="remote_addr"):
+            await modem.create_datagram_endpoint(asyncio.DatagramProtocol)
+        transport, gather = await modem.create_datagram_endpoint(_Gather, remote_addr=address)
+        assert transport.get_extra_info("link") == 0
+        payload = nasty_payload(12_000, seed=25)
+        for offset in range(0, len(payload), 1000):  # one at a time: UDP may drop a burst
+            transport.sendto(payload[offset : offset + 1000])
+            while len(gather.data) < offset + 1000:
+                gather.more.clear()
+                await asyncio.wait_for(gather.more.wait(), 10)
+        assert modem.engine.data_mode
+        assert await modem.ip_address()  # +++, a command, and ATO
+        transport.sendto(b"after the escape")
+        while not gather.data.endswith(b"after the escape"):
+            gather.more.clear()
+            await asyncio.wait_for(gather.more.wait(), 10)
+        transport.close()
+        await asyncio.sleep(0.5)
+    echo.close()
+    expected = payload + b"after the escape"
+    assert hashlib.sha256(gather.data).digest() == hashlib.sha256(expected).digest()
+    assert gather.addresses == {address}
+    assert f'AT+CIPOPEN=0,"UDP","127.0.0.1",{address[1]},0\r'.encode() in b"".join(written)
