@@ -137,12 +137,14 @@ def test_any_split_gives_the_same_events(cuts: list[int]) -> None:
 #: SIM7xxx driver logs): each must still become the right event.
 VARIANTS = (
     b"\r\n*ATREADY: 1\r\n\r\nSMS DONE\r\n\r\nPB DONE\r\n\r\nSMS Ready\r\n\r\nCall Ready\r\n"
-    b"\r\n+CIPRXGET: 2,1,%d\r\n%s\r\nOK\r\n" % (len(NASTY), NASTY)
+    b"\r\n+CIPRXGET: 2,1,%d\r\n%s\r\nOK\r\n"
+    % (len(NASTY), NASTY)
     + b"\r\n+CIPRXGET: 3,0,2\r\n4F4B\r\nOK\r\n"
     b"\r\n+CIPSEND: 1,5\r\n"
     b"\r\n+CIPRXGET: 1\r\n"
     b"\r\nRCV FROM:10.0.0.9:7\r\n+IPD2\r\nhi"
-    b"\r\n+RECV FROM:10.0.0.8:8\r\n+RECEIVE,0,%d\r\n%s" % (len(NASTY), NASTY)
+    b"\r\n+RECV FROM:10.0.0.8:8\r\n+RECEIVE,0,%d\r\n%s"
+    % (len(NASTY), NASTY)
     + b"\r\n+CME ERROR: SIM not inserted\r\n"
 )
 

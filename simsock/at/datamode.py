@@ -65,6 +65,8 @@ class DataMode:
         self._line_free_at = 0.0
         self._confirming = False  # a CLOSED seen in data mode is being checked
         self._held_raw = bytearray()
+        #: A transparent server's client was accepted: its CONNECT comes unasked.
+        self.client_connecting = False
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class DataMode:
         self._confirming = False
         self._held_raw.clear()
         self.link = None
+        self.client_connecting = False
         self._flush_at = self._escape_at = math.inf
 
     def wants_link(self) -> bool:
@@ -104,6 +107,12 @@ class DataMode:
         """``link`` is over."""
         if link is self.link:
             self.link = None
+            self.client_connecting = False
+
+    def accept(self, link: Link) -> None:
+        """Server 0's client on link 0 (3.4.1): the raw pipe once its ``CONNECT`` comes."""
+        self.opening(link)
+        self.client_connecting = True
 
     # -- events from the module ----------------------------------------------------------
 
@@ -111,6 +120,7 @@ class DataMode:
         """``CONNECT``: data mode."""
         self._s.parser.enter_raw()
         self.in_data_mode = True
+        self.client_connecting = False
 
     def closed(self) -> None:
         """``CLOSED`` (4.2): the transparent link is gone and the module is in command mode.
@@ -213,6 +223,8 @@ class DataMode:
         raw = self.link
         if self._confirming:
             return False  # only the escape that checks a CLOSED goes out
+        if self.client_connecting:
+            return False  # the module enters data mode itself (3.4.1): no ATO
         if self.in_data_mode:
             if self._others_waiting():
                 silence = self._line_free_at + s.config.escape_guard_s * ESCAPE_MARGIN + 0.05

@@ -68,6 +68,8 @@ def dispatch(s: Session, event: Event) -> None:
             if isinstance(event, Connect):
                 s.datamode.connected()
             s.finish_inflight(event)
+        case Connect() if s.datamode.client_connecting:
+            s.datamode.connected()  # a transparent server's client (3.4.1): data mode
         case TransparentClosed():
             s.datamode.closed()
         case Ok() | Error() | CmeError():

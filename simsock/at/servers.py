@@ -91,5 +91,7 @@ def client_accepted(s: Session, event: ClientAccepted) -> None:
         s.linkwork.request_close(client, abort=True)
     else:
         client.reading = False  # until the server's transport takes it
+        if s.datamode.enabled and event.server == 0 and s.datamode.link is None:
+            s.datamode.accept(client)  # server 0's client is the raw link (3.4.1)
         s.emit(ClientConnected(client.number, client.serial, event.server, client.peer))
     s.kick()

@@ -5,10 +5,12 @@ library against it. It is built like the library, a sans-I/O AT
 interpreter (:class:`Interpreter`, bytes and network outcomes in, bytes and
 :mod:`~simsock.emulator.actions` out) inside a thin asyncio shell that bridges
 the module's links and servers to host sockets and paces the serial line at
-its baud rate. Faults (network loss, peer resets, restarts, line noise, a mute
-module, URC storms, full send buffers, connect timeouts, forgotten
-notices, withheld prompts, chunked output, latency jitter) are injected as
-options or calls, all driven by one seeded random source (:mod:`.faults`).
+its baud rate. Faults (network loss, peer resets, closes by the module with
+any ``+IPCLOSE`` reason, restarts, line noise, a mute module, URC storms,
+full send buffers, connect timeouts, forgotten notices, withheld prompts,
+chunked output, latency jitter) are injected as options or calls, all driven
+by one seeded random source (:mod:`.faults`). Results that differ between
+SIMCom firmware builds take the shapes a :class:`FirmwareShapes` picks.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .actions import (
 )
 from .device import VirtualModem
 from .faults import HOSTILE, FaultConfig, Faults
+from .firmware import FirmwareShapes
 from .interpreter import Interpreter, Stats
 from .settings import ModuleConfig, ModuleSettings
 
@@ -35,6 +38,7 @@ __all__ = [
     "Close",
     "FaultConfig",
     "Faults",
+    "FirmwareShapes",
     "Interpreter",
     "Listen",
     "ModuleConfig",

@@ -26,6 +26,10 @@ CIPCCFG_RANGES: Final = ((0, 10), (0, 1000), (0, 0), (0, 1), (0, 1), (0, 1), (50
 CTCPKA_RANGES: Final = ((0, 1), (1, 120), (1, 10), (1, 120))
 #: ``AT+CSOCKETPN`` <ip_family> → the family NETOPEN brings up (3.18).
 PDP_FAMILY_BY_PARAM: Final = {1: 4, 6: 6}
+#: ``AT+CDNSCFG=?`` (2.1.20): the original reads "(Primary DNS),(Secondary DNS),type"
+#: in translation, without quotes, as it lost them around every string (the
+#: reference's table); SIMCom's other modules print ``("Primary DNS"),("Secondary DNS")``.
+CDNSCFG_TEST: Final = '+CDNSCFG: ("Primary DNS"),("Secondary DNS"),type'
 
 
 def _switch(name: str, attribute: str, default: int) -> Handler:
@@ -121,7 +125,7 @@ def _csocketpn(m: Interpreter, command: Command) -> None:
 def _ctcpka(m: Interpreter, command: Command) -> None:
     current = m.settings.tcp_keepalive
     if command.kind is Kind.TEST:
-        m.reply("+CTCPKA: " + ",".join(f"({lo}-{hi})" for lo, hi in CTCPKA_RANGES), "OK")
+        m.reply("OK")  # no ranges: the test command answers only OK (2.1.19)
     elif command.kind is Kind.READ:
         m.reply("+CTCPKA: {},{},{},{}".format(*current), "OK")
     elif command.kind is Kind.SET:
@@ -151,13 +155,14 @@ def _address(value: str, version: int) -> str:
 def _cdnscfg(m: Interpreter, command: Command) -> None:
     settings = m.settings
     if command.kind is Kind.READ:
+        # One line per family, each naming it (2.1.20's read command and example).
         m.reply(
-            "PrimaryDns:{},SecondaryDns:{}".format(*settings.dns_v4),
-            "PrimaryDns:{},SecondaryDns:{}".format(*settings.dns_v6),
+            "Primary IPv4 DNS:{},Secondary IPv4 DNS:{}".format(*settings.dns_v4),
+            "Primary IPv6 DNS:{},Secondary IPv6 DNS:{}".format(*settings.dns_v6),
             "OK",
         )
     elif command.kind is Kind.TEST:
-        m.reply("OK")
+        m.reply(CDNSCFG_TEST, "OK")
     elif command.kind is Kind.SET:
         fields = command.fields()
         # "<pri>"[,"<sec>"][,<type>]: the type may follow the primary directly.

@@ -4,6 +4,16 @@ The bridge listens on the host (127.0.0.1 by default); each client it
 accepts takes a free link (``+CLIENT: <link>,<server>,<ip>:<port>``) and is
 then an ordinary TCP link. While no link is free, clients wait in the
 listening socket's backlog, unaccepted.
+
+``AT+SERVERSTOP`` has two shapes (3.15): ``+SERVERSTOP: <idx>,0`` then ``OK``
+when the listener closes at once, ``OK`` then ``+SERVERSTOP: <idx>,0`` when
+closing takes time. Which one is fixed by the configuration, so a run is
+repeatable: a module with a command latency (``ModuleConfig.latency_s`` > 0)
+is one whose socket work takes time, and it answers ``OK`` first, the result
+following ``latency_s`` later. A module without latency (the default) closes
+at once. Jitter alone does not change the shape. Any command the host sends
+after that ``OK`` runs at least ``latency_s`` later, and a due result goes out
+before a command runs, so no command ever finds the server half stopped.
 """
 
 from __future__ import annotations
@@ -91,7 +101,12 @@ def _serverstop(m: Interpreter, command: Command) -> None:
         return
     m.servers[server] = None
     m.request(StopListening(server))
-    m.reply(f"+SERVERSTOP: {server},0", "OK")
+    closing_s = m.config.latency_s
+    if closing_s <= 0:  # closed at once (3.15's usual case)
+        m.reply(f"+SERVERSTOP: {server},0", "OK")
+        return
+    m.reply("OK")  # closing takes time: the result follows (3.15)
+    m.call_at(m.now + closing_s, lambda: m.late(f"+SERVERSTOP: {server},0"))
 
 
 SERVER_HANDLERS: Final[dict[str, Handler]] = {

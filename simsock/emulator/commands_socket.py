@@ -37,7 +37,7 @@ from .command import (
 )
 from .commands_config import CONFIG_HANDLERS
 from .links import LinkState
-from .settings import CIPSEND_MAX_BYTES, LINK_COUNT
+from .settings import CIPSEND_MAX_BYTES, LINK_COUNT, LINK_SLOTS
 
 if TYPE_CHECKING:
     from .interpreter import Interpreter
@@ -53,6 +53,8 @@ DNS_GENERAL_ERROR: Final = 10
 DOMAIN_MAX_CHARS: Final = 254
 _LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 _LAST_LINK: Final = LINK_COUNT - 1
+#: The highest link number the firmware's parameter check knows (2.1.3: "above 9").
+_LAST_SLOT: Final = LINK_SLOTS - 1
 
 
 def valid_domain(name: str) -> bool:
@@ -138,8 +140,13 @@ def _cipopen_status(m: Interpreter) -> None:
     lines: list[str] = []
     for lk in m.links:
         if lk.is_open:
-            host = lk.remote_host if lk.kind == "TCP" else ""
-            port = lk.remote_port if lk.kind == "TCP" else lk.local_port
+            # The fields are the server's address and port (2.1.3); a UDP link
+            # shows its remote as a TCP link does (3.3.3, transparent UDP). A UDP
+            # link opened with ",,,<local_port>" has no remote: the note never
+            # shows one, so its fields are the empty string and port 0, what the
+            # field types (a string, an integer 0-65535) give for "none"; the
+            # local port is no field of this line.
+            host, port = lk.remote_host, lk.remote_port
             lines.append(f'+CIPOPEN: {lk.number},"{lk.kind}","{host}",{port},{lk.server}')
         else:
             lines.append(f"+CIPOPEN: {lk.number}")
@@ -157,8 +164,11 @@ def _cipopen(m: Interpreter, command: Command) -> None:
         raise ParamError(command.line)
     fields = command.fields()
     link = _link_number(field_at(fields, 0))
-    if not 0 <= link <= _LAST_LINK:
+    if link > _LAST_SLOT:  # "when <link_num> is greater than 9" (2.1.3)
         m.ip_error(IPE_INVALID)
+        return
+    if not 0 <= link <= _LAST_LINK:  # a wrong parameter: "+CIPOPEN: <link>,<err>" (2.1.3)
+        m.reply(f"+CIPOPEN: {link},{ERR_PARAM}", "ERROR")
         return
     lk = m.links[link]
     if not m.network_open:
@@ -286,7 +296,7 @@ def _ciprxget(m: Interpreter, command: Command) -> None:
     try:
         if mode not in (2, 3, 4):
             raise ParamError(command.line)
-        link = int_param(field_at(fields, 1), 0, _LAST_LINK)
+        link = int_param(field_at(fields, 1), 0, _LAST_SLOT)
         limit = CIPRXGET_RAW_MAX_BYTES if mode == 2 else CIPRXGET_HEX_MAX_BYTES
         length = int_param(field_at(fields, 2), 1, limit, default=limit)
         if len(fields) > (2 if mode == 4 else 3):
@@ -297,6 +307,14 @@ def _ciprxget(m: Interpreter, command: Command) -> None:
     if m.settings.rx_mode != 1:
         m.ip_error(IPE_NOT_SUPPORTED)
         return
+    if link > _LAST_LINK:
+        # Links 2-9 are never established: nothing waits there. The note reads
+        # link 2 and gets "+IP ERROR: No data" (3.2.2, 3.3.2).
+        if mode == 4:
+            m.reply(f"+CIPRXGET: 4,{link},0", "OK")
+        else:
+            m.ip_error(IPE_NO_DATA)
+        return
     lk = m.links[link]
     if mode == 4:
         m.reply(f"+CIPRXGET: 4,{link},{len(lk.rx)}", "OK")
@@ -304,11 +322,11 @@ def _ciprxget(m: Interpreter, command: Command) -> None:
     if not lk.rx:
         m.ip_error(IPE_NO_DATA)
         return
-    data = lk.take(length)
+    data = lk.take(length)  # one datagram at most, on a UDP link
     body = data if mode == 2 else data.hex().upper().encode("ascii")
     m.stats.payload_to_host += len(data)
-    header = f"\r\n+CIPRXGET: {mode},{link},{len(data)},{len(lk.rx)}\r\n".encode("ascii")
-    m.reply(header + body, "OK")
+    header = m.config.firmware.rxget_header(mode, link, len(data), len(lk.rx))
+    m.reply(f"\r\n{header}\r\n".encode("ascii") + body, "OK")
     m.after_read(lk)
 
 

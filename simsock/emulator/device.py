@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 from .bridge import Bridge
 from .faults import HOSTILE_URC_NOISE, FaultConfig
 from .faults import preset as fault_preset
+from .firmware import FirmwareShapes
 from .interpreter import Interpreter, Stats
 from .pacing import Pacer
 from .ports import PtyPort, SerialPort, TcpPort
@@ -49,8 +50,10 @@ class VirtualModem:
     ``baudrate`` paces both directions (``None``: as fast as possible);
     ``latency_s`` delays every command; ``dns`` answers ``AT+CDNSGIP`` and
     names in ``AT+CIPOPEN``. See :class:`~.settings.ModuleConfig` for
-    ``echo``, ``sticky_echo``, ``urc_noise``, ``seed``, ``rx_buffer_bytes``
-    and ``escape_guard_s``.
+    ``echo``, ``sticky_echo``, ``urc_noise``, ``seed``, ``rx_buffer_bytes``,
+    ``escape_guard_s`` and ``firmware`` (the shapes of results that differ
+    between firmware builds: :class:`~.firmware.FirmwareShapes`, e.g.
+    ``firmware=FirmwareShapes.a76xx()``).
 
     Faults: ``preset`` (``"hostile"``: see :meth:`hostile`) or ``faults`` (a
     :class:`~.faults.FaultConfig`) give the starting point, and the keyword
@@ -59,7 +62,8 @@ class VirtualModem:
     ``connect_timeout_s`` override single fields of it. Every random decision
     draws from one source seeded with ``seed`` (``None``: drawn, logged and
     kept in :attr:`seed`). Faults can also be injected at any moment:
-    :meth:`drop_network`, :meth:`reset_peer`, :meth:`restart`, :meth:`mute`,
+    :meth:`drop_network`, :meth:`reset_peer`, :meth:`close_link`,
+    :meth:`restart`, :meth:`mute`,
     :meth:`corrupt_next_output`, :meth:`corrupt_next_input`,
     :meth:`corrupt_next_line`, :meth:`urc_storm`,
     :meth:`send_buffer_full`, :meth:`connect_timeout`, :meth:`forget_data_urc`
@@ -94,6 +98,7 @@ class VirtualModem:
         send_buffer_full: float | None = None,
         connect_timeout_hosts: Iterable[str] | None = None,
         connect_timeout_s: float | None = None,
+        firmware: FirmwareShapes | None = None,
     ) -> None:
         if transport not in ("pty", "tcp"):
             raise ValueError(f"transport must be 'pty' or 'tcp', not {transport!r}")
@@ -127,6 +132,7 @@ class VirtualModem:
             rx_buffer_bytes=rx_buffer_bytes,
             escape_guard_s=escape_guard_s,
             faults=dataclasses.replace(base, **overrides),
+            firmware=firmware if firmware is not None else FirmwareShapes(),
         )
         if dns is not None:
             config = dataclasses.replace(config, dns=dict(dns))
@@ -205,12 +211,26 @@ class VirtualModem:
         self._interpreter.faults.applied["reset_peer"] += 1
         return True
 
+    def close_link(self, link: int, reason: int = 2) -> bool:
+        """Fault injection: the module closes link ``link`` itself: ``+IPCLOSE: <link>,<reason>``.
+
+        ``reason`` (4.2): 0 closed locally, 1 closed by the peer, 2 send
+        timeout or DTR off. The real peer sees the connection closed; unread
+        data stays readable in buffer mode. ``False`` when the link is not open.
+        """
+        closed = self._interpreter.module_close(link, reason)
+        if closed:
+            self._interpreter.faults.applied["close_link"] += 1
+        self._pump()
+        return closed
+
     def restart(self, boot_s: float = 0.0, *, cut_output: bool = False) -> None:
         """Fault injection: the module restarts (state lost, links and servers closed).
 
-        After ``boot_s`` of silence: ``RDY``, ``+CPIN: READY``, ``SMS Ready``,
-        echo on. ``cut_output`` also drops output not yet on the line, which
-        can cut a line or a payload block in the middle, as a power cut does.
+        After ``boot_s`` of silence: the boot lines (``RDY``, ``+CPIN: READY``,
+        ``SMS Ready`` by default; see :class:`~.firmware.FirmwareShapes`), echo
+        on. ``cut_output`` also drops output not yet on the line, which can cut
+        a line or a payload block in the middle, as a power cut does.
         """
         if cut_output:
             self._outbuf.clear()

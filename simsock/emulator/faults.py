@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from .firmware import FirmwareShapes
+
 __all__ = [
     "HOSTILE",
     "PRESETS",
@@ -34,8 +36,9 @@ __all__ = [
 logger = logging.getLogger("simsock.emulator.faults")
 
 #: What a SIM7028 prints after power-up or a restart (reference section 1):
-#: ``RDY`` first, then the SIM and SMS start-up notices.
-START_UP_URCS: Final = ("RDY", "+CPIN: READY", "SMS Ready")
+#: ``RDY`` first, then the SIM and SMS start-up notices. Other firmware prints
+#: other lines (:meth:`.FirmwareShapes.boot_lines`); these are the default's.
+START_UP_URCS: Final = FirmwareShapes().boot_lines()
 #: URCs a host does not know and must ignore (reference section 1); used for
 #: URC storms and the hostile preset's noise. None shares a name with a
 #: command the library sends, so none can be mistaken for a response line.

@@ -19,9 +19,11 @@ command mode.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -40,7 +42,7 @@ from .command import (
 from .commands_general import GENERAL_HANDLERS
 from .commands_server import SERVER_HANDLERS
 from .commands_socket import SOCKET_HANDLERS
-from .faults import START_UP_URCS, STORM_URCS, Faults
+from .faults import STORM_URCS, Faults
 from .links import Link, LinkState
 from .payload import PayloadReader, PayloadState
 from .settings import (
@@ -65,6 +67,8 @@ _PROMPT: Final = b"\r\n> "  # 1: "<CR><LF>>" and a space, no line end
 MAX_STORM_URCS: Final = 100_000
 #: Entering transparent data mode; the rate is what the reference shows (3.3).
 CONNECT_RESULT: Final = "CONNECT 115200"
+#: ``+IPCLOSE`` ``<close_reason>``: closed locally, by the peer, send timeout / DTR (4.2).
+CLOSE_REASONS: Final = (0, 1, 2)
 
 _HANDLERS: Final[dict[str, Handler]] = {
     **GENERAL_HANDLERS,
@@ -114,9 +118,13 @@ class Interpreter:
         """The state after power-up (reference defaults); a restart comes back here."""
         #: What the host set with AT commands.
         self.settings = ModuleSettings(echo=self.config.echo)
-        self.links = [Link(number) for number in range(LINK_COUNT)]
+        capacity = self.config.rx_buffer_bytes
+        self.links = [Link(number, capacity=capacity) for number in range(LINK_COUNT)]
         #: Listening port of each server index, ``None`` when stopped.
         self.servers: list[int | None] = [None] * SERVER_COUNT
+        #: Work due at a time: (when, order, what), a heap (see :meth:`call_at`).
+        self._calls: list[tuple[float, int, Callable[[], None]]] = []
+        self._call_order = itertools.count()
         self.network_open = False
         #: ``+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY`` happened; cleared by NETCLOSE.
         self.network_lost = False
@@ -198,6 +206,8 @@ class Interpreter:
         if escape is not None:
             deadlines.append(escape)
         deadlines.extend(self._connect_deadlines.values())
+        if self._calls:
+            deadlines.append(self._calls[0][0])
         muted_until = self.faults.muted_until
         for when in (self._boot_at, muted_until):
             if when is not None and when != math.inf:
@@ -211,8 +221,9 @@ class Interpreter:
         self.faults.muted(self._now)  # a passed mute deadline ends the silence
         if self._boot_at is not None and self._now >= self._boot_at:
             self._boot_at = None
-            for text in START_UP_URCS:
-                self._urc(frame(text))
+            self._boot_urcs()
+        while self._calls and self._now >= self._calls[0][0]:
+            heapq.heappop(self._calls)[2]()
         for link, when in list(self._connect_deadlines.items()):
             if self._now >= when:
                 del self._connect_deadlines[link]
@@ -269,21 +280,24 @@ class Interpreter:
             self._out += data  # a raw byte pipe: no header, no framing
             return
         # Escaped from data mode, the transparent link's data waits for ATO.
-        buffered = self.settings.rx_mode == 1 or transparent
-        if buffered and lk.kind == "UDP" and len(lk.rx) >= self.config.rx_buffer_bytes:
-            logger.info("link %d: receive buffer full, datagram dropped", link)
-            return  # UDP has no flow control: a full buffer drops datagrams
-        lk.bytes_received += len(data)
-        if buffered:
-            was_empty = not lk.rx
-            lk.rx += data
-            if was_empty and not transparent and not self.faults.forget_data_urc():
-                self._urc(frame(f"+CIPRXGET: 1,{link}"))
-            if len(lk.rx) >= self.config.rx_buffer_bytes and not lk.reading_paused:
+        if self.settings.rx_mode != 1 and not transparent:
+            lk.bytes_received += len(data)
+            self.push(lk, data, address)
+            return
+        was_empty = not lk.rx
+        if lk.kind == "UDP":
+            # Each datagram stays one (a read never joins two); UDP has no flow
+            # control, so one that does not fit in the buffer is dropped.
+            if not lk.buffer_datagram(data, address):
+                logger.info("link %d: receive buffer full, datagram dropped", link)
+                return
+        else:
+            lk.buffer_stream(data)
+            if lk.full and not lk.reading_paused:
                 lk.reading_paused = True
                 self._actions.append(PauseReading(link))
-        else:
-            self.push(lk, data, address)
+        if was_empty and not transparent and not self.faults.forget_data_urc():
+            self._urc(frame(self.config.firmware.data_notice(link)))
 
     def peer_closed(self, link: int) -> None:
         """The peer closed link ``link`` (or it broke): ``+IPCLOSE: <link>,1`` (4.2)."""
@@ -298,21 +312,67 @@ class Interpreter:
         lk.reset(keep_rx=True)
         self._urc(frame(f"+IPCLOSE: {link},1"))
 
+    def module_close(self, link: int, reason: int) -> bool:
+        """The module closes open link ``link`` itself: ``+IPCLOSE: <link>,<reason>`` (4.2).
+
+        ``reason`` 0: closed locally, 1: closed by the peer, 2: send timeout
+        or DTR off. Its socket is closed (a :class:`~.actions.Close` action);
+        sends not yet reported never left (``<cnfSendLength>`` -1, 3.4). In
+        buffer mode, data that arrived before the close stays readable, as
+        after a close by the peer. A transparent link ends with ``CLOSED``
+        instead (4.2). ``False`` when the link was not open.
+        """
+        if reason not in CLOSE_REASONS:
+            raise ValueError(f"a close reason is 0, 1 or 2 (4.2), not {reason!r}")
+        lk = self.links[link]
+        if not lk.is_open:
+            return False
+        self._actions.append(Close(link))
+        if link == self.data_link:
+            lk.reset()
+            self._close_transparent()
+            return True
+        self._confirm_all(lk, -1)
+        lk.reset(keep_rx=True)
+        self._urc(frame(f"+IPCLOSE: {link},{reason}"))
+        return True
+
     def sent(self, link: int, requested: int, confirmed: int) -> None:
-        """A CIPSEND's bytes left the module: ``+CIPSEND: <link>,<req>,<cnf>`` (3.4)."""
+        """A CIPSEND's bytes left the module: ``+CIPSEND: <link>,<req>,<cnf>`` (3.4).
+
+        Sends are reported in order: ``requested`` is the length of the oldest
+        send not yet reported, and ``confirmed`` is -1 (broken), 0 (buffer
+        full) or up to ``requested``. Anything else is a bug of the shell and
+        raises ``ValueError``: the host would be told lengths it never sent.
+        A report for a link with nothing unreported (closed meanwhile, its
+        sends already settled) is ignored.
+        """
         lk = self.links[link]
         if not lk.unconfirmed:
             return
+        expected = lk.unconfirmed[0]
+        if requested != expected or not -1 <= confirmed <= requested:
+            raise ValueError(
+                f"link {link}: sent({requested}, {confirmed}) does not match"
+                f" the oldest unreported send of {expected} bytes"
+            )
         lk.unconfirmed.popleft()
         lk.bytes_acked += max(confirmed, 0)
-        self.late(f"+CIPSEND: {link},{requested},{confirmed}")
+        self._send_result(link, requested, confirmed)
 
     def listening(self, server: int, port: int) -> None:
-        """The bridge listens for server ``server`` on ``port``."""
+        """The bridge listens for server ``server`` on ``port``.
+
+        When nobody waits for it any more (the network dropped or the module
+        restarted meanwhile, and ``AT+SERVERSTART`` was answered with an
+        error), the bridge is told to stop listening again.
+        """
         if self._waiting_for == ("listen", server):
             self.servers[server] = port
             self._end_wait()
             self.reply("OK")
+        elif self.servers[server] is None:
+            self._actions.append(StopListening(server))
 
     def listen_failed(self, server: int, err: int) -> None:
         """Listening for server ``server`` failed with the 5.2 code ``err``."""
@@ -350,7 +410,8 @@ class Interpreter:
             self._end_wait()
             if kind == "open":
                 self.reply(f"+CIPOPEN: {key},{ERR_NETWORK}", "ERROR")
-            else:
+            else:  # SERVERSTART: the listener being set up goes with the network
+                self._actions.append(StopListening(key))
                 self.reply(f"+CIPERROR: {ERR_NETWORK}", "ERROR")
         self._urc(frame("+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY"))
 
@@ -358,15 +419,16 @@ class Interpreter:
         """Fault injection: the module restarts; every link, server and setting is gone.
 
         Its sockets are closed, echo is back on, the network is closed; after
-        ``boot_s`` of silence (input is discarded meanwhile) it prints ``RDY``,
-        ``+CPIN: READY`` and ``SMS Ready``. What it had already said stays said.
+        ``boot_s`` of silence (input is discarded meanwhile) it prints its boot
+        lines (:meth:`.FirmwareShapes.boot_lines`: ``RDY``, ``+CPIN: READY``
+        and ``SMS Ready`` by default). What it had already said stays said.
         """
         self._now = max(self._now, now)
         for lk in self.links:
             if lk.state is not LinkState.FREE:
                 self._actions.append(Close(lk.number))
         for server, port in enumerate(self.servers):
-            if port is not None:
+            if port is not None or self._waiting_for == ("listen", server):
                 self._actions.append(StopListening(server))
         self.faults.unmute()
         self._power_on()
@@ -374,8 +436,7 @@ class Interpreter:
         if boot_s > 0:
             self.faults.muted_until = self._boot_at = self._now + boot_s
         else:
-            for text in START_UP_URCS:
-                self._urc(frame(text))
+            self._boot_urcs()
 
     def mute(self, now: float, seconds: float | None = None) -> None:
         """Fault injection: read and discard everything, answer nothing, for ``seconds``.
@@ -414,8 +475,9 @@ class Interpreter:
         if not 0 <= count <= MAX_STORM_URCS:
             raise ValueError(f"a URC storm has 0..{MAX_STORM_URCS} URCs, not {count}")
         rng = self._rng
+        notice = self.config.firmware.data_notice
         units = [
-            frame(f"+CIPRXGET: 1,{rng.randrange(LINK_COUNT)}")
+            frame(notice(rng.randrange(LINK_COUNT)))
             if rng.random() < 0.5
             else frame(rng.choice(STORM_URCS))
             for _ in range(count)
@@ -472,10 +534,24 @@ class Interpreter:
         self._mode = _Mode.DATA
         self._escape = EscapeDetector(self._now, self.config.escape_guard_s)
         lk = self.links[link]
-        if lk.rx:  # what arrived while the host was in command mode
-            self.stats.payload_to_host += len(lk.rx)
-            self._out += lk.take(len(lk.rx))
+        data = lk.take_all()  # what arrived while the host was in command mode
+        if data:
+            self.stats.payload_to_host += len(data)
+            self._out += data
             self.after_read(lk)
+
+    def call_at(self, when: float, what: Callable[[], None]) -> None:
+        """Run ``what`` once the clock reaches ``when`` (same clock as ``now``).
+
+        Calls due at the same time run in the order they were made. A restart
+        forgets every call not yet made.
+        """
+        heapq.heappush(self._calls, (when, next(self._call_order), what))
+
+    @property
+    def now(self) -> float:
+        """The module's clock: the latest ``now`` it was given."""
+        return self._now
 
     def wait_for(self, kind: str, key: int) -> None:
         """Hold the final result until the bridge reports (``"open"`` / ``"listen"``)."""
@@ -490,7 +566,7 @@ class Interpreter:
             chunk = data[start : start + PUSH_MAX_BYTES]
             header: list[str] = []
             if settings.cipsrip:
-                header.append(f"RECV FROM:{host}:{port}")
+                header.append(self.config.firmware.sender_line(host, port))
             if settings.ciphead:
                 if settings.header_type == 1:
                     header.append(f"+RECEIVE,{lk.number},{len(chunk)}")
@@ -505,12 +581,14 @@ class Interpreter:
         """Buffer access was switched off: push what the links still hold."""
         for lk in self.links:
             if lk.rx:
-                self.push(lk, lk.take(len(lk.rx)))
+                for data, sender in lk.drain():  # a datagram at a time, with its sender
+                    self.push(lk, data, sender)
                 self.after_read(lk)
 
     def after_read(self, lk: Link) -> None:
         """The host read from ``lk``'s buffer: resume its socket once half of the buffer is free."""
-        if lk.reading_paused and len(lk.rx) <= self.config.rx_buffer_bytes // 2:
+        # (Reads refill the buffer from its backlog: a backlog means it is full.)
+        if lk.reading_paused and len(lk.rx) <= lk.capacity // 2:
             lk.reading_paused = False
             if lk.is_open:
                 self._actions.append(ResumeReading(lk.number))
@@ -525,7 +603,7 @@ class Interpreter:
         self._connect_deadlines.pop(lk.number, None)
         while lk.unconfirmed:
             length = lk.unconfirmed.popleft()
-            self.late(f"+CIPSEND: {lk.number},{length},{length}")
+            self._send_result(lk.number, length, length)
         lk.reset()
 
     def close_everything(self, *, report: bool) -> None:
@@ -620,7 +698,15 @@ class Interpreter:
 
     def _confirm_all(self, lk: Link, confirmed: int) -> None:
         while lk.unconfirmed:
-            self.late(f"+CIPSEND: {lk.number},{lk.unconfirmed.popleft()},{confirmed}")
+            self._send_result(lk.number, lk.unconfirmed.popleft(), confirmed)
+
+    def _send_result(self, link: int, requested: int, confirmed: int) -> None:
+        """The late ``+CIPSEND:`` of one send, in the firmware's shape (3.4)."""
+        self.late(self.config.firmware.send_result(link, requested, confirmed))
+
+    def _boot_urcs(self) -> None:
+        for text in self.config.firmware.boot_lines():
+            self._urc(frame(text))
 
     def _process(self) -> None:
         while self._inbuf:
@@ -706,7 +792,7 @@ class Interpreter:
         elif self.faults.send_buffer_full(lk.number):
             # Taken, but the module's buffer is full: <cnfSendLength> 0 (3.4), nothing sent.
             self.reply("OK")
-            self.late(f"+CIPSEND: {lk.number},{len(data)},0")
+            self._send_result(lk.number, len(data), 0)
         else:
             lk.bytes_sent += len(data)
             lk.unconfirmed.append(len(data))

@@ -14,11 +14,13 @@ from types import MappingProxyType
 from typing import Final
 
 from .faults import FaultConfig
+from .firmware import FirmwareShapes
 
 __all__ = [
     "CIPCCFG_DEFAULTS",
     "CIPSEND_MAX_BYTES",
     "LINK_COUNT",
+    "LINK_SLOTS",
     "PUSH_MAX_BYTES",
     "SERVER_COUNT",
     "TIMEOUT_DEFAULT_MS",
@@ -28,6 +30,9 @@ __all__ = [
 
 #: Link numbers 0-1 (section 3).
 LINK_COUNT: Final = 2
+#: Link numbers the firmware's parameter check knows, 0-9: above 9 a link number
+#: is "+IP ERROR: Invalid parameter", 2-9 are links never established (2.1.3, 3.2.2).
+LINK_SLOTS: Final = 10
 #: Server indexes 0-1 (3.14).
 SERVER_COUNT: Final = 2
 #: Longest payload of one ``AT+CIPSEND`` (3.4).
@@ -59,7 +64,9 @@ class ModuleConfig:
     the host socket); ``faults`` are the fault-injection options
     (:class:`~.faults.FaultConfig`), every random decision of which, like the
     choice of noise lines, draws from one source seeded with ``seed``
-    (``None``: a seed is drawn and logged, see :attr:`.Interpreter.seed`).
+    (``None``: a seed is drawn and logged, see :attr:`.Interpreter.seed`);
+    ``firmware`` picks the shapes of results that differ between SIMCom
+    firmware builds (:class:`~.firmware.FirmwareShapes`; default: the note's).
     """
 
     echo: bool = True
@@ -80,6 +87,7 @@ class ModuleConfig:
     imei: str = "864000000000001"
     rssi: int = 24
     ber: int = 99
+    firmware: FirmwareShapes = field(default_factory=FirmwareShapes)
 
 
 @dataclass(slots=True)

@@ -291,6 +291,7 @@ class Modem(ModuleControl):
         backlog: int = 3,
         ssl_handshake_timeout: float | None = None,
         start_serving: bool = True,
+        transparent: bool = False,
     ) -> ModuleServer:
         """Listen on the module (``AT+SERVERSTART``, 3.14), like ``loop.create_server``.
 
@@ -299,6 +300,13 @@ class Modem(ModuleControl):
         says which, once serving). ``backlog`` is 1-3. The module has two
         servers; a third raises ``OSError(EMFILE)``. With ``ssl`` (a
         server-side SSLContext), TLS runs on the host.
+
+        On a transparent modem, servers use index 1 and serve in command mode,
+        unless ``transparent=True``: then the server is index 0, and its client
+        on link 0 is the raw pipe (3.4.1), as a transparent client would be.
+        The module enters data mode for that client by itself; a command
+        written in the same instant reaches the client as data (the flow's own
+        race, documented in ``docs/session.md``).
         """
         check_port(port, allow_zero=True)
         if self._driver.closed:
@@ -307,11 +315,13 @@ class Modem(ModuleControl):
             raise ValueError(f"backlog {backlog} outside 1..3 (3.14)")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError("ssl must be an SSLContext for a server")
+        if transparent and not self.transparent:
+            raise ValueError("transparent=True needs open_modem(..., transparent=True)")
         first, last = self._info.capabilities.servers
         free = [i for i in range(first, last + 1) if i not in self._servers]
         if self.transparent:
-            # Server 0's clients would be raw links (2); simsock serves in command mode.
-            free = [i for i in free if i != 0]
+            # Server 0's clients are raw links (2): only when asked for.
+            free = [i for i in free if (i == 0) == transparent]
         if not free:
             raise OSError(errno.EMFILE, f"all {last - first + 1} module servers are in use")
         server = ModuleServer(
@@ -338,6 +348,7 @@ class Modem(ModuleControl):
         backlog: int = 3,
         ssl_handshake_timeout: float | None = None,
         start_serving: bool = True,
+        transparent: bool = False,
     ) -> ModuleServer:
         """``asyncio.start_server`` on the module: ``client_connected_cb(reader, writer)``."""
         loop = asyncio.get_running_loop()
@@ -353,6 +364,7 @@ class Modem(ModuleControl):
             backlog=backlog,
             ssl_handshake_timeout=ssl_handshake_timeout,
             start_serving=start_serving,
+            transparent=transparent,
         )
 
     def forget_server(self, server: ModuleServer) -> None:

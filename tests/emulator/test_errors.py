@@ -55,7 +55,11 @@ async def test_link_in_use_and_invalid_link(host: AtHost, peer: PeerStarter) -> 
         "ERROR",
     ]
     assert await host.command(f'AT+CIPOPEN=2,"TCP","127.0.0.1",{port}') == [
-        "+IP ERROR: Invalid parameter",
+        "+CIPOPEN: 2,3",  # links 2-9: a wrong parameter (2.1.3)
+        "ERROR",
+    ]
+    assert await host.command(f'AT+CIPOPEN=10,"TCP","127.0.0.1",{port}') == [
+        "+IP ERROR: Invalid parameter",  # above 9 (2.1.3)
         "ERROR",
     ]
     assert await host.command(f'AT+CIPOPEN=1,"SCTP","127.0.0.1",{port}') == [
@@ -85,7 +89,8 @@ async def test_no_data_and_err_mode_numbers(host: AtHost, peer: PeerStarter) -> 
     await host.wait_line(r"\+CIPOPEN: 0,0$")
     assert await host.command("AT+CIPRXGET=4,0") == ["+CIPRXGET: 4,0,0", "OK"]
     assert await host.command("AT+CIPRXGET=2,0") == ["+IP ERROR: No data", "ERROR"]
-    assert await host.command("AT+CIPRXGET=2,5") == ["+IP ERROR: Invalid parameter", "ERROR"]
+    assert await host.command("AT+CIPRXGET=2,5") == ["+IP ERROR: No data", "ERROR"]  # 3.2.2
+    assert await host.command("AT+CIPRXGET=2,10") == ["+IP ERROR: Invalid parameter", "ERROR"]
     assert await host.command("AT+CIPRXGET=2,0,0") == ["+IP ERROR: Invalid parameter", "ERROR"]
     assert await host.command("AT+CIPCCFG=,,,0") == ["OK"]  # errMode 0: numbers (5.1)
     assert await host.command("AT+CIPRXGET=2,0") == ["+IP ERROR: 22", "ERROR"]
@@ -171,7 +176,9 @@ async def test_general_commands(host: AtHost) -> None:
     assert await host.command("AT+CTCPKA?") == ["+CTCPKA: 1,5,3,1", "OK"]
     assert await host.command("AT+CTCPKA=1,121,3,1") == ["ERROR"]
     assert await host.command('AT+CDNSCFG="1.1.1.1","9.9.9.9"') == ["OK"]
-    assert (await host.command("AT+CDNSCFG?"))[0] == "PrimaryDns:1.1.1.1,SecondaryDns:9.9.9.9"
+    assert (await host.command("AT+CDNSCFG?"))[0] == (
+        "Primary IPv4 DNS:1.1.1.1,Secondary IPv4 DNS:9.9.9.9"
+    )
     assert await host.command('AT+CDNSCFG="1.1.1.1",1') == ["ERROR"]  # not an IPv6 address
     assert await host.command("AT+CSOCKETPN?") == ["+CSOCKETPN: 1,1", "OK"]
     assert await host.command("AT+CIPOPEN=?") == ['+CIPOPEN: (0-1),("TCP","UDP")', "OK"]
