@@ -14,38 +14,17 @@ from simsock.emulator import (
     ModuleConfig,
     PauseReading,
     ResumeReading,
-    Send,
     StopListening,
 )
 from simsock.emulator.bridge import Bridge
+
+from .script import open_tcp, say, send
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def module(**options: object) -> Interpreter:
     return Interpreter(ModuleConfig(echo=False, seed=11, **options))  # type: ignore[arg-type]
-
-
-def say(m: Interpreter, line: str) -> bytes:
-    m.receive_data(line.encode("latin-1") + b"\r", 0.0)
-    return m.data_to_send()
-
-
-def open_tcp(m: Interpreter, link: int = 0, *, buffered: bool = True) -> None:
-    assert say(m, "AT+NETOPEN") == b"\r\nOK\r\n\r\n+NETOPEN: 0\r\n"
-    if buffered:
-        assert say(m, "AT+CIPRXGET=1") == b"\r\nOK\r\n"
-    assert say(m, f'AT+CIPOPEN={link},"TCP","127.0.0.1",80') == b"\r\nOK\r\n"
-    m.connected(link, 40000)
-    assert m.data_to_send() == f"\r\n+CIPOPEN: {link},0\r\n".encode()
-    m.actions()
-
-
-def send(m: Interpreter, link: int, data: bytes) -> None:
-    assert say(m, f"AT+CIPSEND={link},{len(data)}") == b"\r\n> "
-    m.receive_data(data, 0.0)
-    assert m.data_to_send() == b"\r\nOK\r\n"
-    assert m.actions() == [Send(link, data)]
 
 
 def free_port() -> int:
@@ -146,7 +125,7 @@ def test_sent_reports_the_oldest_send() -> None:
 
 def test_one_big_read_does_not_overfill_the_buffer() -> None:
     m = module(rx_buffer_bytes=1000)
-    open_tcp(m)
+    open_tcp(m, buffered=True)
     stream = bytes(index % 251 for index in range(1500))
     m.received(0, stream[:1200])
     assert m.actions() == [PauseReading(0)]
@@ -168,7 +147,7 @@ def test_one_big_read_does_not_overfill_the_buffer() -> None:
 
 def test_what_waits_beyond_the_buffer_survives_a_peer_close() -> None:
     m = module(rx_buffer_bytes=100)
-    open_tcp(m)
+    open_tcp(m, buffered=True)
     m.received(0, b"a" * 150)
     m.peer_closed(0)
     assert m.data_to_send() == b"\r\n+CIPRXGET: 1,0\r\n\r\n+IPCLOSE: 0,1\r\n"
@@ -180,7 +159,7 @@ def test_what_waits_beyond_the_buffer_survives_a_peer_close() -> None:
 
 def test_switching_to_push_mode_pushes_what_waits_beyond_the_buffer() -> None:
     m = module(rx_buffer_bytes=100)
-    open_tcp(m)
+    open_tcp(m, buffered=True)
     m.received(0, b"b" * 130)
     m.data_to_send()
     m.actions()

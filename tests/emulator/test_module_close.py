@@ -10,6 +10,8 @@ import pytest
 from simsock.emulator import Close, Interpreter, ModuleConfig, Send, VirtualModem
 from simsock.emulator.links import LinkState
 
+from .script import open_tcp, say
+
 if TYPE_CHECKING:
     from conftest import HostOpener, PeerStarter
 
@@ -18,21 +20,6 @@ pytestmark = pytest.mark.timeout(30)
 
 def module() -> Interpreter:
     return Interpreter(ModuleConfig(echo=False, seed=5))
-
-
-def say(m: Interpreter, line: str) -> bytes:
-    m.receive_data(line.encode("latin-1") + b"\r", 0.0)
-    return m.data_to_send()
-
-
-def open_tcp(m: Interpreter, link: int, *, buffered: bool) -> None:
-    assert say(m, "AT+NETOPEN") == b"\r\nOK\r\n\r\n+NETOPEN: 0\r\n"
-    if buffered:
-        assert say(m, "AT+CIPRXGET=1") == b"\r\nOK\r\n"
-    assert say(m, f'AT+CIPOPEN={link},"TCP","127.0.0.1",80') == b"\r\nOK\r\n"
-    m.connected(link, 40000)
-    assert m.data_to_send() == f"\r\n+CIPOPEN: {link},0\r\n".encode()
-    m.actions()
 
 
 @pytest.mark.parametrize("reason", [0, 1, 2])
