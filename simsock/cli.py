@@ -147,6 +147,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--dns", action="append", default=[], metavar="NAME=IP", help="an AT+CDNSGIP answer"
     )
     emulate.add_argument("--seed", type=int, default=None, help="seed of the random source")
+    emulate.add_argument(
+        "--firmware",
+        choices=("sim7028", "a76xx"),
+        default="sim7028",
+        help="the result shapes to print: the SIM7028's (default) or the A76xx family's",
+    )
     faults = emulate.add_argument_group(
         "faults and quirks",
         "Random faults draw from one source seeded with --seed (the seed is printed on "
@@ -407,6 +413,7 @@ async def _fetch(fetch_url: Any, modem: Any, args: argparse.Namespace, sink: Any
 
 async def _emulate(args: argparse.Namespace) -> None:
     from .emulator import VirtualModem
+    from .emulator.firmware import FIRMWARE_PRESETS
 
     dns = {"localhost": "127.0.0.1"}
     for entry in args.dns:
@@ -432,6 +439,7 @@ async def _emulate(args: argparse.Namespace) -> None:
         sticky_echo=args.sticky_echo,
         urc_noise=args.urc_noise,
         seed=args.seed,
+        firmware=FIRMWARE_PRESETS[args.firmware](),
         rx_buffer_bytes=args.rx_buffer,
         preset=args.preset,
         line_noise=args.line_noise,
@@ -444,7 +452,11 @@ async def _emulate(args: argparse.Namespace) -> None:
         connect_timeout_s=args.connect_timeout,
     ) as vm:
         print(vm.url, flush=True)
-        print(f"virtual SIM7028 on {vm.url}, seed {vm.seed}", file=sys.stderr, flush=True)
+        print(
+            f"virtual SIM7028 on {vm.url}, seed {vm.seed}, firmware {args.firmware}",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.drop_network_after is not None:
             loop.call_later(args.drop_network_after, vm.drop_network)
         if args.restart_after is not None:

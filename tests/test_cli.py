@@ -12,6 +12,7 @@ import http.server
 import itertools
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -300,3 +301,47 @@ def test_probe_without_network_traces_from_the_first_byte(tmp_path: Path) -> Non
     first = next(read_trace(trace.read_text().splitlines()))
     # the first byte written is the first synchronisation probe (simsock.at.resync)
     assert (first.direction, first.data) == ("->", b"AT+CIPHEAD?\r")
+
+
+def _raw_at(sock: socket.socket, line: bytes, until: bytes) -> bytes:
+    """Write one AT line (or payload); read until a line matching ``until`` has arrived."""
+    sock.sendall(line)
+    got = b""
+    while not re.search(until + rb"[^\r]*\r\n", got):
+        chunk = sock.recv(4096)
+        assert chunk, f"closed; got {got!r}"
+        got += chunk
+    return got
+
+
+def test_emulate_firmware_option_changes_the_result_shapes() -> None:
+    """``--firmware a76xx``: a full send is confirmed as ``+CIPSEND: <link>,<len>``."""
+    peer = socket.create_server(("127.0.0.1", 0))
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "simsock", "emulate", "--tcp", "--no-echo", "--firmware", "a76xx"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert emulator.stdout is not None
+        host, port = emulator.stdout.readline().strip().removeprefix("socket://").split(":")
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
+            _raw_at(sock, b"AT+NETOPEN\r", rb"\+NETOPEN: 0")
+            peer_port = peer.getsockname()[1]
+            open_line = f'AT+CIPOPEN=0,"TCP","127.0.0.1",{peer_port}\r'.encode()
+            _raw_at(sock, open_line, rb"\+CIPOPEN: 0,0")
+            prompt = b""
+            sock.sendall(b"AT+CIPSEND=0,5\r")
+            while not prompt.endswith(b"> "):
+                prompt += sock.recv(16)
+            assert prompt == b"\r\n> "
+            answer = _raw_at(sock, b"hello", rb"\+CIPSEND: ")
+        assert b"\r\n+CIPSEND: 0,5\r\n" in answer
+    finally:
+        peer.close()
+        emulator.terminate()
+        emulator.wait(timeout=10)
+    assert emulator.stderr is not None
+    assert "firmware a76xx" in emulator.stderr.read()

@@ -209,7 +209,7 @@ class DataMode:
         if s.wants_turn() or s.linkwork.poll_deadline() <= s.now:
             return True  # (in data mode the module holds its URCs: polls find link 1's data)
         raw = self.link
-        if raw is not None and raw.close_requested:
+        if raw is not None and raw.wants_close():  # (once what was written has gone)
             return True
         return any(
             link is not raw
@@ -237,7 +237,7 @@ class DataMode:
         if (
             raw is not None
             and raw.state is LinkState.OPEN
-            and not raw.close_requested
+            and not raw.wants_close()  # closing still writes what was queued first
             and not raw.failed
             and not self._others_waiting()
         ):

@@ -9,6 +9,7 @@ note's shapes; :meth:`FirmwareShapes.a76xx` is the A76xx family's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -88,3 +89,10 @@ class FirmwareShapes:
     def sender_line(self, host: str, port: int) -> str:
         """The line naming a pushed block's sender (4.1, with ``AT+CIPSRIP=1``)."""
         return f"{self.sender_prefix}{host}:{port}"
+
+
+#: The firmware presets by name (``simsock emulate --firmware NAME``).
+FIRMWARE_PRESETS: Final[dict[str, Callable[[], FirmwareShapes]]] = {
+    "sim7028": FirmwareShapes,
+    "a76xx": FirmwareShapes.a76xx,
+}

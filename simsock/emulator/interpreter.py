@@ -380,24 +380,48 @@ class Interpreter:
             self._end_wait()
             self.reply(f"+CIPERROR: {err}", "ERROR")
 
-    def free_link(self) -> int | None:
-        """The link an accepted client would take: free and with no unread data."""
+    def free_link(self, server: int | None = None) -> int | None:
+        """The link a client of ``server`` would take: free and with no unread data.
+
+        In transparent mode (CIPMODE=1) server 0 is the transparent server and
+        its client takes link 0, the only transparent link; the other server's
+        clients take the other links (3.4.1). ``None`` asks for any link.
+        """
         for lk in self.links:
-            if lk.state is LinkState.FREE and not lk.rx:
+            free = lk.state is LinkState.FREE and not lk.rx
+            if free and (server is None or self._serves_link(server, lk.number)):
                 return lk.number
         return None
 
     def accepted(self, server: int, host: str, port: int) -> int | None:
-        """Server ``server`` accepted a client from ``host:port``; the link it got, or ``None``."""
-        link = self.free_link()
+        """Server ``server`` accepted a client from ``host:port``; the link it got, or ``None``.
+
+        The transparent server's client (3.4.1) is ``+CLIENT: 0,0,...`` then
+        ``CONNECT 115200``: data mode. It waits (``None``) until the host is
+        idle in command mode, neither typing a command nor waiting for one.
+        """
+        link = self.free_link(server)
         if self.servers[server] is None or link is None:
+            return None
+        transparent = self._transparent_server(server)
+        if transparent and (self._mode is not _Mode.COMMAND or self._lines.partial):
             return None
         lk = self.links[link]
         lk.reset()
         lk.state, lk.kind, lk.server = LinkState.OPEN, "TCP", server
         lk.remote_host, lk.remote_port, lk.local_port = host, port, self.servers[server] or 0
         self._urc(frame(f"+CLIENT: {link},{server},{host}:{port}"))
+        if transparent:
+            self.enter_data_mode(link)
         return link
+
+    def _transparent_server(self, server: int) -> bool:
+        return self.settings.cipmode == 1 and server == 0
+
+    def _serves_link(self, server: int, link: int) -> bool:
+        if self.settings.cipmode != 1:
+            return True
+        return (link == 0) == self._transparent_server(server)
 
     def drop_network(self) -> None:
         """Fault injection: the PDP context drops (``+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY``)."""

@@ -246,3 +246,65 @@ async def test_udp_in_transparent_mode_is_a_raw_pipe_to_one_peer() -> None:
     assert hashlib.sha256(gather.data).digest() == hashlib.sha256(expected).digest()
     assert gather.addresses == {address}
     assert f'AT+CIPOPEN=0,"UDP","127.0.0.1",{address[1]},0\r'.encode() in b"".join(written)
+
+
+async def test_transparent_server_client_is_a_raw_pipe_on_link_zero(
+    raw_modem: simsock.Modem,
+) -> None:
+    """3.4.1: server 0's client is +CLIENT: 0,0,... then CONNECT 115200, a raw pipe."""
+    payload = nasty_payload(200_000, seed=26) + b"\r\nCLOSED\r\n+CLIENT: 1,1,x:1\r\n"
+    served: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got = await reader.readexactly(len(payload))
+        writer.write(got)
+        await writer.drain()
+        # commands still work: +++, AT+IPADDR, ATO, while the client stays connected
+        assert await raw_modem.ip_address()
+        writer.write(b"after the escape")
+        await writer.drain()
+        served.set_result((writer.get_extra_info("link"), got))
+        writer.close()
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with await raw_modem.start_server(echo, port, transparent=True) as server:
+        assert server.index == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        await writer.drain()
+        echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 30)
+        tail = await asyncio.wait_for(reader.read(), 20)  # then the module closes it
+        link, got = await asyncio.wait_for(served, 10)
+        writer.close()
+        await writer.wait_closed()
+    assert link == 0
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+    assert tail == b"after the escape"
+    assert raw_modem.engine.links == {}
+    assert not raw_modem.engine.data_mode
+
+
+async def test_close_right_after_a_large_write_sends_every_byte_first(
+    raw_modem: simsock.Modem,
+) -> None:
+    """close() flushes the raw link's queue before +++ and AT+CIPCLOSE, as asyncio does."""
+    payload = nasty_payload(150_000, seed=27)
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.set_result(await reader.read())
+        writer.close()
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    async with server:
+        _, writer = await raw_modem.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(payload)
+        writer.close()  # no drain(): most of it is still queued in the session
+        await asyncio.wait_for(writer.wait_closed(), 30)
+        got = await asyncio.wait_for(received, 10)
+    assert len(got) == len(payload)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert raw_modem.engine.links == {}
