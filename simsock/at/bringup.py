@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from . import commands as at
 from .commands import Command
+from .note import CSOCKETPN_IPV6, MAX_LINK, MAX_SEND_BYTES, MAX_SERVER
 from .procedures import Cmd, Procedure, Sync, close_network, open_network, reopen_network
 from .response import Response
 
@@ -47,9 +48,9 @@ def parse_ranges(text: str) -> list[tuple[int, int]]:
 class Capabilities:
     """What the module says it supports (its ``=?`` answers), capped at the reference's values."""
 
-    links: tuple[int, int] = (0, at.MAX_LINK)
-    servers: tuple[int, int] = (0, at.MAX_SERVER)
-    max_send: int = at.MAX_SEND_BYTES
+    links: tuple[int, int] = (0, MAX_LINK)
+    servers: tuple[int, int] = (0, MAX_SERVER)
+    max_send: int = MAX_SEND_BYTES
     protocols: tuple[str, ...] = ("TCP", "UDP")
 
 
@@ -101,9 +102,9 @@ def capabilities() -> Procedure:
     send = found.get("+CIPSEND", [])[1:2] or [(1, defaults.max_send)]
     servers = found.get("+SERVERSTART", [])[1:2] or [defaults.servers]
     return Capabilities(
-        links=(links[0][0], min(links[0][1], at.MAX_LINK)),
-        servers=(servers[0][0], min(servers[0][1], at.MAX_SERVER)),
-        max_send=min(send[0][1], at.MAX_SEND_BYTES),
+        links=(links[0][0], min(links[0][1], MAX_LINK)),
+        servers=(servers[0][0], min(servers[0][1], MAX_SERVER)),
+        max_send=min(send[0][1], MAX_SEND_BYTES),
         protocols=protocols,
     )
 
@@ -170,7 +171,7 @@ def bring_up(options: BringUpOptions, *, after_drop: bool = False) -> Procedure:
     if options.apn is not None:
         (yield Cmd(at.cgdcont(options.apn))).raise_for_error()
     if options.ip_family == 6:
-        yield from before_netopen(at.csocketpn(6), [1, 6])
+        yield from before_netopen(at.csocketpn(6), [1, CSOCKETPN_IPV6])
     yield from before_netopen(at.cipmode(int(options.transparent)), [int(options.transparent)])
     yield from (reopen_network() if after_drop else open_network())
     link_headers = False

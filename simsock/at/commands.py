@@ -12,10 +12,33 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from .note import (
+    BACKLOG_DEFAULT,
+    BACKLOG_RANGE,
+    CDNSGIP_TIMEOUT_S,
+    CIPCCFG_DEFAULTS,
+    CIPCCFG_RANGES,
+    CIPRXGET_TIMEOUT_S,
+    CIPTIMEOUT_DEFAULT_S,
+    CIPTIMEOUT_RANGE_MS,
+    CSOCKETPN_IPV4,
+    CSOCKETPN_IPV6,
+    CTCPKA_RANGES,
+    CTRL_Z,
+    DEFAULT_TIMEOUT_S,
+    ESC,
+    ETX,
+    MAX_DOMAIN_CHARS,
+    MAX_HEX_READ_BYTES,
+    MAX_LABEL_CHARS,
+    MAX_LINK,
+    MAX_READ_BYTES,
+    MAX_SEND_BYTES,
+    MAX_SERVER,
+)
+
 __all__ = [
-    "CIPTIMEOUT_DEFAULT_S",
-    "MAX_LINK",
-    "MAX_SEND_BYTES",
+    "MAX_SEND_BYTES",  # the note's (.note), for the socket layer's at.MAX_SEND_BYTES
     "Command",
     "check_host",
     "check_link",
@@ -25,24 +48,8 @@ __all__ = [
     "raw",
 ]
 
-#: Links 0-1 and servers 0-1 (3, 3.3, 3.14); a module may report others via ``=?``.
-MAX_LINK = 1
-MAX_SERVER = 1
-#: Largest ``AT+CIPSEND`` and ``AT+CIPRXGET=2`` length (3.4, 3.5).
-MAX_SEND_BYTES = 1500
-MAX_READ_BYTES = 1500
-MAX_HEX_READ_BYTES = 750
-#: Default maximum response time of NETOPEN/NETCLOSE/CIPOPEN/CIPSEND/CIPCLOSE (3.12).
-CIPTIMEOUT_DEFAULT_S = 120.0
-#: Maximum response times of the other commands (section 3 preamble).
-CIPRXGET_TIMEOUT_S = 8.0
-CDNSGIP_TIMEOUT_S = 6.0
-DEFAULT_TIMEOUT_S = 9.0
 #: Longest command line the module accepts (a common SIMCom limit).
 MAX_COMMAND_CHARS = 556
-#: Domain rules of AT+CDNSGIP (3.17).
-MAX_DOMAIN_CHARS = 254
-MAX_LABEL_CHARS = 63
 
 _NAME = re.compile(r"\+?[A-Za-z&]+[0-9]?")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
@@ -248,18 +255,12 @@ def cipsend(
     return _command(body)
 
 
-#: Ctrl+Z ends a variable-length CIPSEND, ESC cancels it; 0x03 escapes (3.4).
-CTRL_Z = 0x1A
-ESC = 0x1B
-_ETX = 0x03
-
-
 def escape_variable_payload(data: bytes) -> bytes:
     """``data`` escaped for a Ctrl+Z-terminated CIPSEND, terminator included (3.4)."""
     out = bytearray()
     for byte in data:
-        if byte in (CTRL_Z, ESC, _ETX):
-            out.append(_ETX)
+        if byte in (CTRL_Z, ESC, ETX):
+            out.append(ETX)
         out.append(byte)
     out.append(CTRL_Z)
     return bytes(out)
@@ -320,39 +321,38 @@ def cipsendmode(mode: int) -> Command:
 def ciptimeout(netopen_ms: int | None, cipopen_ms: int | None, cipsend_ms: int | None) -> Command:
     """``AT+CIPTIMEOUT=[<netopen>][,[<cipopen>][,<cipsend>]]`` (3.12), each 3000-120000 ms."""
     parts = [
-        "" if v is None else str(_int(v, 3000, 120000, "timeout (ms)"))
+        "" if v is None else str(_int(v, *CIPTIMEOUT_RANGE_MS, "timeout (ms)"))
         for v in (netopen_ms, cipopen_ms, cipsend_ms)
     ]
     return _command("+CIPTIMEOUT=" + ",".join(parts).rstrip(","))
 
 
+_CIPCCFG_NAMES = ("NmRetry", "DelayTm", "Ack", "errMode", "HeaderType", "AsyncMode", "TimeoutVal")
+
+
 def cipccfg(
-    nm_retry: int = 10,
-    delay_ms: int = 0,
-    ack: int = 0,
-    err_mode: int = 1,
-    header_type: int = 0,
-    async_mode: int = 0,
-    timeout_ms: int = 500,
+    nm_retry: int = CIPCCFG_DEFAULTS[0],
+    delay_ms: int = CIPCCFG_DEFAULTS[1],
+    ack: int = CIPCCFG_DEFAULTS[2],
+    err_mode: int = CIPCCFG_DEFAULTS[3],
+    header_type: int = CIPCCFG_DEFAULTS[4],
+    async_mode: int = CIPCCFG_DEFAULTS[5],
+    timeout_ms: int = CIPCCFG_DEFAULTS[6],
 ) -> Command:
     """``AT+CIPCCFG=...`` (3.13) with the reference's ranges; defaults are the module's."""
-    values = (
-        _int(nm_retry, 0, 10, "NmRetry"),
-        _int(delay_ms, 0, 1000, "DelayTm"),
-        _int(ack, 0, 0, "Ack"),
-        _int(err_mode, 0, 1, "errMode"),
-        _int(header_type, 0, 1, "HeaderType"),
-        _int(async_mode, 0, 1, "AsyncMode"),
-        _int(timeout_ms, 500, 120000, "TimeoutVal"),
-    )
+    given = (nm_retry, delay_ms, ack, err_mode, header_type, async_mode, timeout_ms)
+    values = [
+        _int(value, low, high, what)
+        for value, (low, high), what in zip(given, CIPCCFG_RANGES, _CIPCCFG_NAMES, strict=True)
+    ]
     return _command("+CIPCCFG=" + ",".join(map(str, values)))
 
 
-def serverstart(port: int, server: int, backlog: int = 3) -> Command:
+def serverstart(port: int, server: int, backlog: int = BACKLOG_DEFAULT) -> Command:
     """``AT+SERVERSTART=<port>,<server>,<backlog>`` (3.14); port 0: the module picks one."""
     return _command(
         f"+SERVERSTART={check_port(port, allow_zero=True)},{_int(server, 0, MAX_SERVER, 'server')},"
-        f"{_int(backlog, 1, 3, 'backlog')}"
+        f"{_int(backlog, *BACKLOG_RANGE, 'backlog')}"
     )
 
 
@@ -373,16 +373,17 @@ def cdnsgip(domain: str) -> Command:
 
 def csocketpn(ip_family: int) -> Command:
     """``AT+CSOCKETPN=1,<4|6>`` (3.18): 1 for IPv4 (wire value 1), 6 for IPv6."""
-    if ip_family not in (1, 4, 6):
+    if ip_family not in (CSOCKETPN_IPV4, 4, 6):
         raise ValueError("IP family must be 4 or 6")
-    return _command(f"+CSOCKETPN=1,{6 if ip_family == 6 else 1}")
+    return _command(f"+CSOCKETPN=1,{CSOCKETPN_IPV6 if ip_family == 6 else CSOCKETPN_IPV4}")
 
 
 def ctcpka(keepalive: bool, idle_min: int = 1, count: int = 9, interval_min: int = 1) -> Command:
     """``AT+CTCPKA=<on>,<idle>,<count>,<interval>`` (3.19)."""
+    _, idle, probes, interval = CTCPKA_RANGES
     return _command(
-        f"+CTCPKA={int(bool(keepalive))},{_int(idle_min, 1, 120, 'keepidle')},"
-        f"{_int(count, 1, 10, 'keepcount')},{_int(interval_min, 1, 120, 'keepinterval')}"
+        f"+CTCPKA={int(bool(keepalive))},{_int(idle_min, *idle, 'keepidle')},"
+        f"{_int(count, *probes, 'keepcount')},{_int(interval_min, *interval, 'keepinterval')}"
     )
 
 

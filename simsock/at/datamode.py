@@ -14,13 +14,13 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-from . import commands as at
 from .commands import Command
 from .errors import ModuleUnresponsiveError
 from .link import Link, LinkState
+from .note import DEFAULT_TIMEOUT_S, ESCAPE_SEQUENCE
 from .outcomes import LinkData, LinkSent
 from .parser import TRANSPARENT_CLOSED
-from .requests import ESCAPE_SEQUENCE, InFlight
+from .requests import InFlight
 from .response import Response
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ class DataMode:
             and not raw.failed
             and not self._others_waiting()
         ):
-            command = Command("ATO", at.DEFAULT_TIMEOUT_S)
+            command = Command("ATO", DEFAULT_TIMEOUT_S)
             s.issue(
                 InFlight(
                     command,
@@ -298,7 +298,7 @@ class DataMode:
         # The OK queues behind whatever the peer sent that the line has not
         # carried yet, so allow the usual 9 s on top of the guards; checking
         # a CLOSED, the module is most likely silent, so wait less.
-        extra = CONFIRM_WAIT_S if self._confirming else at.DEFAULT_TIMEOUT_S
+        extra = CONFIRM_WAIT_S if self._confirming else DEFAULT_TIMEOUT_S
         command = Command(ESCAPE_SEQUENCE, 2 * guard + extra)
         s.issue(
             InFlight(

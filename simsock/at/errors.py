@@ -86,97 +86,138 @@ class CommandError(ModuleError):
 
 # --- 5.1 <err_info> ------------------------------------------------------------
 
+IPE_CONNECT_TIMEOUT: Final = 0
+IPE_BIND: Final = 1
+IPE_PORT_OVERFLOW: Final = 2
+IPE_CREATE_SOCKET: Final = 3
+IPE_ALREADY_OPENED: Final = 4
+IPE_ALREADY_CLOSED: Final = 5
+IPE_NO_CLIENTS: Final = 6
+IPE_NO_ACTIVE_CLIENT: Final = 7
+IPE_NOT_OPENED: Final = 8
+IPE_CLIENT_OVERFLOW: Final = 9
+IPE_ALREADY_CREATED: Final = 10
+IPE_NOT_CREATED: Final = 11
+IPE_INVALID: Final = 12
+IPE_NOT_SUPPORTED: Final = 13
+IPE_DNS: Final = 14
+IPE_TCP_BUSY: Final = 15
+IPE_NETCLOSE_FAILED: Final = 16
+IPE_SEND_TIMEOUT: Final = 17
+IPE_SEND_NETWORK: Final = 18
+IPE_OPEN_NETWORK: Final = 19
+IPE_LISTENING: Final = 20
+IPE_FAILED: Final = 21
+IPE_NO_DATA: Final = 22
+
 IP_ERROR_STRINGS: Final[dict[int, str]] = {
-    0: "Connection time out",
-    1: "Bind port failed",
-    2: "Port overflow",
-    3: "Create socket failed",
-    4: "Network is already opened",
-    5: "Network is already closed",
-    6: "No clients connected",
-    7: "No active client",
-    8: "Network not opened",
-    9: "Client index overflow",
-    10: "Connection is already created",
-    11: "Connection is not created",
-    12: "Invalid parameter",
-    13: "Operation not supported",
-    14: "DNS query failed",
-    15: "TCP busy",
-    16: "Net close failed for socket opened",
-    17: "Sending time out",
-    18: "Sending failure for network error",
-    19: "Open failure for network error",
-    20: "Server is already listening",
-    21: "Operation failed",
-    22: "No data",
+    IPE_CONNECT_TIMEOUT: "Connection time out",
+    IPE_BIND: "Bind port failed",
+    IPE_PORT_OVERFLOW: "Port overflow",
+    IPE_CREATE_SOCKET: "Create socket failed",
+    IPE_ALREADY_OPENED: "Network is already opened",
+    IPE_ALREADY_CLOSED: "Network is already closed",
+    IPE_NO_CLIENTS: "No clients connected",
+    IPE_NO_ACTIVE_CLIENT: "No active client",
+    IPE_NOT_OPENED: "Network not opened",
+    IPE_CLIENT_OVERFLOW: "Client index overflow",
+    IPE_ALREADY_CREATED: "Connection is already created",
+    IPE_NOT_CREATED: "Connection is not created",
+    IPE_INVALID: "Invalid parameter",
+    IPE_NOT_SUPPORTED: "Operation not supported",
+    IPE_DNS: "DNS query failed",
+    IPE_TCP_BUSY: "TCP busy",
+    IPE_NETCLOSE_FAILED: "Net close failed for socket opened",
+    IPE_SEND_TIMEOUT: "Sending time out",
+    IPE_SEND_NETWORK: "Sending failure for network error",
+    IPE_OPEN_NETWORK: "Open failure for network error",
+    IPE_LISTENING: "Server is already listening",
+    IPE_FAILED: "Operation failed",
+    IPE_NO_DATA: "No data",
 }
 _IP_ERROR_BY_TEXT: Final[dict[str, int]] = {
     text.lower(): code for code, text in IP_ERROR_STRINGS.items()
 }
 
 _IP_ERROR_ERRNO: Final[dict[int, int]] = {
-    0: errno.ETIMEDOUT,
-    1: errno.EADDRINUSE,
-    2: errno.EADDRNOTAVAIL,
-    3: errno.EMFILE,
-    4: errno.EISCONN,
-    5: errno.ENETDOWN,
-    6: errno.ENOTCONN,
-    7: errno.ENOTCONN,
-    8: errno.ENETDOWN,
-    9: errno.EMFILE,
-    10: errno.EISCONN,
-    11: errno.ENOTCONN,
-    12: errno.EINVAL,
-    13: errno.EOPNOTSUPP,
-    14: errno.EHOSTUNREACH,  # raised as socket.gaierror, see ip_error_to_oserror
-    15: errno.EBUSY,
-    16: errno.EBUSY,
-    17: errno.ETIMEDOUT,
-    18: errno.ENETUNREACH,
-    19: errno.ENETUNREACH,
-    20: errno.EADDRINUSE,
-    21: errno.EIO,
-    22: errno.EAGAIN,
+    IPE_CONNECT_TIMEOUT: errno.ETIMEDOUT,
+    IPE_BIND: errno.EADDRINUSE,
+    IPE_PORT_OVERFLOW: errno.EADDRNOTAVAIL,
+    IPE_CREATE_SOCKET: errno.EMFILE,
+    IPE_ALREADY_OPENED: errno.EISCONN,
+    IPE_ALREADY_CLOSED: errno.ENETDOWN,
+    IPE_NO_CLIENTS: errno.ENOTCONN,
+    IPE_NO_ACTIVE_CLIENT: errno.ENOTCONN,
+    IPE_NOT_OPENED: errno.ENETDOWN,
+    IPE_CLIENT_OVERFLOW: errno.EMFILE,
+    IPE_ALREADY_CREATED: errno.EISCONN,
+    IPE_NOT_CREATED: errno.ENOTCONN,
+    IPE_INVALID: errno.EINVAL,
+    IPE_NOT_SUPPORTED: errno.EOPNOTSUPP,
+    IPE_DNS: errno.EHOSTUNREACH,  # raised as socket.gaierror, see ip_error_to_oserror
+    IPE_TCP_BUSY: errno.EBUSY,
+    IPE_NETCLOSE_FAILED: errno.EBUSY,
+    IPE_SEND_TIMEOUT: errno.ETIMEDOUT,
+    IPE_SEND_NETWORK: errno.ENETUNREACH,
+    IPE_OPEN_NETWORK: errno.ENETUNREACH,
+    IPE_LISTENING: errno.EADDRINUSE,
+    IPE_FAILED: errno.EIO,
+    IPE_NO_DATA: errno.EAGAIN,
 }
 
 # --- 5.2 <err> -----------------------------------------------------------------
 
+ERR_SUCCESS: Final = 0
+ERR_NETWORK: Final = 1
+ERR_NET_NOT_OPEN: Final = 2
+ERR_PARAM: Final = 3
+ERR_NOT_SUPPORTED: Final = 4
+ERR_CREATE_SOCKET: Final = 5
+ERR_BIND: Final = 6
+ERR_LISTENING: Final = 7
+ERR_BUSY: Final = 8
+ERR_SOCKETS_OPEN: Final = 9
+ERR_TIMEOUT: Final = 10
+ERR_DNS: Final = 11
+ERR_UNKNOWN: Final = 12
+
 ERR_DESCRIPTIONS: Final[dict[int, str]] = {
-    0: "operation succeeded",
-    1: "network failure",
-    2: "network not opened",
-    3: "wrong parameter",
-    4: "operation not supported",
-    5: "failed to create socket",
-    6: "failed to bind socket",
-    7: "TCP server is already listening",
-    8: "busy",
-    9: "sockets opened",
-    10: "timeout",
-    11: "DNS parse failed for AT+CIPOPEN",
-    12: "unknown error",
+    ERR_SUCCESS: "operation succeeded",
+    ERR_NETWORK: "network failure",
+    ERR_NET_NOT_OPEN: "network not opened",
+    ERR_PARAM: "wrong parameter",
+    ERR_NOT_SUPPORTED: "operation not supported",
+    ERR_CREATE_SOCKET: "failed to create socket",
+    ERR_BIND: "failed to bind socket",
+    ERR_LISTENING: "TCP server is already listening",
+    ERR_BUSY: "busy",
+    ERR_SOCKETS_OPEN: "sockets opened",
+    ERR_TIMEOUT: "timeout",
+    ERR_DNS: "DNS parse failed for AT+CIPOPEN",
+    ERR_UNKNOWN: "unknown error",
 }
 
 _ERR_ERRNO: Final[dict[int, int]] = {
-    1: errno.ENETUNREACH,
-    2: errno.ENETDOWN,
-    3: errno.EINVAL,
-    4: errno.EOPNOTSUPP,
-    5: errno.EMFILE,
-    6: errno.EADDRINUSE,
-    7: errno.EADDRINUSE,
-    8: errno.EBUSY,
-    9: errno.EBUSY,
-    10: errno.ETIMEDOUT,
-    12: errno.EIO,
+    ERR_NETWORK: errno.ENETUNREACH,
+    ERR_NET_NOT_OPEN: errno.ENETDOWN,
+    ERR_PARAM: errno.EINVAL,
+    ERR_NOT_SUPPORTED: errno.EOPNOTSUPP,
+    ERR_CREATE_SOCKET: errno.EMFILE,
+    ERR_BIND: errno.EADDRINUSE,
+    ERR_LISTENING: errno.EADDRINUSE,
+    ERR_BUSY: errno.EBUSY,
+    ERR_SOCKETS_OPEN: errno.EBUSY,
+    ERR_TIMEOUT: errno.ETIMEDOUT,
+    ERR_UNKNOWN: errno.EIO,
 }
 
 #: ``+CIPOPEN: <link>,1`` is what the module (and the virtual SIM7028) reports
 #: when a TCP connect fails at the peer: the module does not tell a refusal
 #: from an unreachable host, and a refusal is by far the common case.
-CIPOPEN_CONNECT_FAILED: Final = 1
+CIPOPEN_CONNECT_FAILED: Final = ERR_NETWORK
+
+#: ``+CDNSGIP: 0,<dns_error>``: DNS general error (3.17).
+DNS_GENERAL_ERROR: Final = 10
 
 
 def ip_error_code(info: str) -> int | None:
@@ -225,9 +266,9 @@ def module_error(err_no: int, text: str, code: int | None, module_text: str | No
 
 
 #: ``+IPCLOSE: <link>,<close_reason>`` (4.2).
-IPCLOSE_BY_HOST = 0
-IPCLOSE_BY_PEER = 1
-IPCLOSE_SEND_TIMEOUT = 2
+IPCLOSE_BY_HOST: Final = 0
+IPCLOSE_BY_PEER: Final = 1
+IPCLOSE_SEND_TIMEOUT: Final = 2
 IPCLOSE_REASONS: Final[dict[int, str]] = {
     IPCLOSE_BY_HOST: "closed by the host",
     IPCLOSE_BY_PEER: "closed by the peer",
@@ -271,7 +312,7 @@ def err_to_oserror(code: int, *, context: str = "") -> OSError:
     text = f"{context}: {description} (module error {code})" if context else description
     if context == "CIPOPEN" and code == CIPOPEN_CONNECT_FAILED:
         return module_error(errno.ECONNREFUSED, text, code, description)
-    if code == 11:
+    if code == ERR_DNS:
         return gai_error(text, code, description)
     return module_error(_ERR_ERRNO.get(code, errno.EIO), text, code, description)
 
@@ -281,7 +322,7 @@ def ip_error_to_oserror(info: str, *, context: str = "") -> OSError:
     code = ip_error_code(info)
     description = IP_ERROR_STRINGS.get(code, info) if code is not None else info
     text = f"{context}: {description}" if context else description
-    if code == 14:
+    if code == IPE_DNS:
         return gai_error(text, code, description)
     err_no = _IP_ERROR_ERRNO.get(code, errno.EIO) if code is not None else errno.EIO
     return module_error(err_no, text, code, description)

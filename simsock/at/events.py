@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .fields import Field, info_name, split_info_line
+from .note import CLOSED, CONNECT, CONNECT_FAIL, NETWORK_CLOSED, READY
 
 __all__ = [
     "ClientAccepted",
@@ -175,7 +176,7 @@ class ModuleReady:
     Every socket and setting is gone.
     """
 
-    text: str = "RDY"
+    text: str = READY
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,15 +264,15 @@ def describe(event: Event) -> str:
         case ClientAccepted(link=link, server=server, host=host, port=port):
             return f"+CLIENT: {link},{server},{host}:{port}"
         case NetworkClosed():
-            return "+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY"
+            return f"+CIPEVENT: {NETWORK_CLOSED}"
         case ModuleReady(text=text) | Notice(text=text):
             return text
         case Connect(rate=rate):
-            return f"CONNECT {rate}" if rate is not None else "CONNECT"
+            return f"{CONNECT} {rate}" if rate is not None else CONNECT
         case ConnectFail():
-            return "CONNECT FAIL"
+            return CONNECT_FAIL
         case TransparentClosed():
-            return "CLOSED"
+            return CLOSED
         case RawData(data=data):
             return f"<{len(data)} raw bytes {data[:16]!r}>"
     return repr(event)

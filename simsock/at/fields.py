@@ -17,7 +17,6 @@ from .errors import ProtocolError
 __all__ = [
     "Field",
     "Quoted",
-    "format_fields",
     "info_name",
     "int_fields",
     "split_fields",
@@ -124,16 +123,3 @@ def int_fields(fields: Sequence[Field], count: int, what: str, *, exact: bool = 
     if len(values) != count:
         raise ProtocolError(f"malformed {what}: {fields!r}")
     return values
-
-
-def format_fields(fields: list[Field]) -> str:
-    """The inverse of :func:`split_fields` (for the emulator's answers and for tests)."""
-    out: list[str] = []
-    for field in fields:
-        if field is None:
-            out.append("")
-        elif isinstance(field, Quoted):
-            out.append(f'"{field.text}"')
-        else:
-            out.append(str(field))
-    return ",".join(out)

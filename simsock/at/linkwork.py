@@ -28,8 +28,8 @@ from .errors import (
 from .events import PushedData, RawData, ReceivedData
 from .late import LateWaiter
 from .link import Link, LinkState
+from .note import MAX_HEX_READ_BYTES, MAX_READ_BYTES
 from .outcomes import LinkData, LinkDatagram, LinkEof, LinkLost
-from .parser import MAX_HEX_PAYLOAD_BYTES
 from .requests import InFlight
 from .response import Response
 from .sending import Dropped, broken_pipe, drop_confirmations, send
@@ -49,8 +49,8 @@ CLOSE_ATTEMPTS = 3
 def _read_command(link: int, hex_: bool = False) -> Command:
     """``AT+CIPRXGET=2,<link>,1500`` (or ``=3,<link>,750``), built once per link and form."""
     if hex_:
-        return at.ciprxget_read(link, MAX_HEX_PAYLOAD_BYTES, hex=True)
-    return at.ciprxget_read(link, at.MAX_READ_BYTES)
+        return at.ciprxget_read(link, MAX_HEX_READ_BYTES, hex=True)
+    return at.ciprxget_read(link, MAX_READ_BYTES)
 
 
 class LinkWork:

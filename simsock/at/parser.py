@@ -44,11 +44,22 @@ from .events import (
     TransparentClosed,
 )
 from .fields import int_fields, split_fields
+from .note import (
+    CLOSED,
+    CONNECT,
+    CONNECT_FAIL,
+    MAX_HEX_READ_BYTES,
+    MAX_PUSH_BYTES,
+    MAX_READ_BYTES,
+    NETWORK_CLOSED,
+    PROMPT,
+    READY,
+    SENDER_PREFIXES,
+    SMS_READY,
+)
 
 __all__ = [
-    "MAX_HEX_PAYLOAD_BYTES",
     "MAX_LINE_BYTES",
-    "MAX_PAYLOAD_BYTES",
     "START_UP_NOTICES",
     "Parser",
     "split_address",
@@ -57,27 +68,20 @@ __all__ = [
 #: Longest text line accepted. The longest the reference produces is a
 #: ``+CDNSGIP`` answer with a 254-character domain (3.17), about 300 bytes.
 MAX_LINE_BYTES = 1024
-#: Largest ``+CIPRXGET: 2`` read and largest push (3.5, 4.1).
-MAX_PAYLOAD_BYTES = 1500
-#: Largest ``+CIPRXGET: 3`` (hex) read, in payload bytes (3.5).
-MAX_HEX_PAYLOAD_BYTES = 750
 
 #: Lines SIMCom firmware prints by itself once a restart is done (besides ``RDY``
 #: or ``*ATREADY: 1``, and ``+CPIN: READY``, which a query could also ask for).
 #: None of them ever answers a command.
-START_UP_NOTICES = frozenset({"SMS DONE", "PB DONE", "SMS Ready", "Call Ready", "PB Ready"})
-#: The line before pushed data that names the sender (4.1), as firmware spells it:
-#: ``RECV FROM:``, ``+RECV FROM:`` (both in the original) and ``RCV FROM:`` (2.1.5).
-_SENDER_PREFIXES = ("RECV FROM:", "RCV FROM:")
+START_UP_NOTICES = frozenset({"SMS DONE", "PB DONE", SMS_READY, "Call Ready", "PB Ready"})
 
 #: What ends transparent data mode, as the module frames it (4.2, 2).
-TRANSPARENT_CLOSED = b"\r\nCLOSED\r\n"
+TRANSPARENT_CLOSED = b"\r\n" + CLOSED.encode("ascii") + b"\r\n"
 ESCAPE_OK = b"\r\nOK\r\n"
 
 _CR = 0x0D
 _LF = 0x0A
-_PROMPT = 0x3E  # '>'
-_SPACE = 0x20
+#: The ``>`` of the prompt and the space after it (its CR LF are skipped as line ends).
+_PROMPT, _SPACE = PROMPT[2], PROMPT[3]
 
 
 @dataclass(slots=True)
@@ -364,21 +368,21 @@ class Parser:
             return Error()
         if text[0] == "+":
             return self._classify_plus(text, ended_cr)
-        if text.startswith(_SENDER_PREFIXES):
+        if text.startswith(SENDER_PREFIXES):
             self._recv_from = split_address(text.partition(":")[2])
             return None
-        if text == "RDY":
+        if text == READY:
             return ModuleReady()
         if text.startswith("*ATREADY:"):  # A76xx firmware's RDY
             return ModuleReady(text)
         if text in START_UP_NOTICES:
             return Notice(text)
-        if text == "CLOSED":
+        if text == CLOSED:
             return TransparentClosed()
-        if text == "CONNECT FAIL":
+        if text == CONNECT_FAIL:
             return ConnectFail()
-        if text == "CONNECT" or text.startswith("CONNECT "):
-            rate = text[8:].strip()
+        if text == CONNECT or text.startswith(CONNECT + " "):
+            rate = text[len(CONNECT) :].strip()
             return Connect(int(rate) if rate.isdigit() else None)
         return Line(text)
 
@@ -388,15 +392,15 @@ class Parser:
             if not digits.isdigit() or not digits.isascii():
                 raise ProtocolError(f"malformed +IPD header: {text!r}")
             return self._start_payload(
-                int(digits), None, None, False, ended_cr, MAX_PAYLOAD_BYTES, pushed=True
+                int(digits), None, None, False, ended_cr, MAX_PUSH_BYTES, pushed=True
             )
         if text.startswith("+RECEIVE,"):
             link, length = int_fields(split_fields(text[9:]), 2, repr(text))
             return self._start_payload(
-                length, link, None, False, ended_cr, MAX_PAYLOAD_BYTES, pushed=True
+                length, link, None, False, ended_cr, MAX_PUSH_BYTES, pushed=True
             )
-        if text.startswith("+RECV FROM:"):
-            self._recv_from = split_address(text[11:])
+        if text.startswith(SENDER_PREFIXES):  # "+RECV FROM:" (original 1.3)
+            self._recv_from = split_address(text.partition(":")[2])
             return None
         if text.startswith("+IP ERROR:"):
             return IpError(text[10:].strip())
@@ -407,7 +411,7 @@ class Parser:
             fast = _CIPRXGET_READ.match(text)
             if fast is not None:  # the hot path of buffer access: skip the general tokenizer
                 hex_ = fast.group(1) == "3"
-                limit = MAX_HEX_PAYLOAD_BYTES if hex_ else MAX_PAYLOAD_BYTES
+                limit = MAX_HEX_READ_BYTES if hex_ else MAX_READ_BYTES
                 link, length = int(fast.group(2)), int(fast.group(3))
                 return self._start_payload(length, link, int(fast.group(4)), hex_, ended_cr, limit)
             fields = split_fields(text[10:])
@@ -421,7 +425,7 @@ class Parser:
                 link, length = numbers[0], numbers[1]
                 rest_len = numbers[2] if len(numbers) == 3 else None
                 hex_ = mode == 3
-                limit = MAX_HEX_PAYLOAD_BYTES if hex_ else MAX_PAYLOAD_BYTES
+                limit = MAX_HEX_READ_BYTES if hex_ else MAX_READ_BYTES
                 if rest_len is not None and rest_len < 0:
                     raise ProtocolError(f"negative rest_len: {text!r}")
                 return self._start_payload(length, link, rest_len, hex_, ended_cr, limit)
@@ -435,6 +439,6 @@ class Parser:
                 raise ProtocolError(f"malformed +CLIENT: {text!r}")
             host, port = split_address(str(fields[2]))
             return ClientAccepted(fields[0], fields[1], host, port)
-        if text.startswith("+CIPEVENT:") and "NETWORK CLOSED UNEXPECTEDLY" in text.upper():
+        if text.startswith("+CIPEVENT:") and NETWORK_CLOSED in text.upper():
             return NetworkClosed()
         return Line(text)

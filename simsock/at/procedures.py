@@ -27,7 +27,7 @@ from typing import Any
 
 from . import commands as at
 from .commands import Command
-from .errors import ProtocolError, err_to_oserror
+from .errors import IPE_ALREADY_OPENED, ProtocolError, err_to_oserror
 from .response import Response
 
 __all__ = [
@@ -111,7 +111,7 @@ def open_network() -> Procedure:
     response: Response = yield Cmd(at.netopen(), late=("+NETOPEN", None), late_after_ok=True)
     if not response.ok:
         error = response.error("NETOPEN")
-        if getattr(error, "module_code", None) == 4:  # "Network is already opened"
+        if getattr(error, "module_code", None) == IPE_ALREADY_OPENED:
             return None
         raise error
     assert response.late is not None

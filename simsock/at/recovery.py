@@ -24,6 +24,7 @@ from . import commands as at
 from .bringup import BringUpOptions, ModuleInfo, bring_up, synchronise
 from .errors import ProtocolError, module_error
 from .link import Link, LinkState
+from .note import NETWORK_CLOSED
 from .outcomes import ModemState, StateChanged
 from .procedures import Cmd, Procedure, Sleep, close_network, reopen_network
 from .requests import Proc
@@ -143,7 +144,7 @@ class Recovery:
         elif s.state is ModemState.RESTARTING:
             self._recover(self._bring_up())  # bring-up opens it, once more
         else:
-            self.set_state(ModemState.NETWORK_DOWN, "+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY")
+            self.set_state(ModemState.NETWORK_DOWN, f"+CIPEVENT: {NETWORK_CLOSED}")
             self._recover(reopen_network())
 
     def restarted(self) -> None:

@@ -9,13 +9,11 @@ from typing import Any
 from .commands import Command
 from .events import Line
 from .late import LateWaiter
+from .note import ESCAPE_SEQUENCE
 from .procedures import Procedure, Step
 from .response import Response
 
-__all__ = ["ESCAPE_SEQUENCE", "InFlight", "Proc"]
-
-#: The pseudo-command line of transparent mode's escape; written without a CR (2).
-ESCAPE_SEQUENCE = "+++"
+__all__ = ["InFlight", "Proc"]
 
 
 class InFlight:
@@ -72,7 +70,7 @@ class InFlight:
 
     def wire(self) -> bytes:
         """The bytes that put this command on the line."""
-        if self.command.line == ESCAPE_SEQUENCE:
+        if self.command.line == ESCAPE_SEQUENCE:  # the escape's pseudo-command: no CR (2)
             return ESCAPE_SEQUENCE.encode()
         return self.command.wire
 

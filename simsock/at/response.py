@@ -12,7 +12,13 @@ import errno
 from dataclasses import dataclass, field
 
 from .commands import Command
-from .errors import ProtocolError, err_to_oserror, ip_error_to_oserror, module_error
+from .errors import (
+    CIPOPEN_CONNECT_FAILED,
+    ProtocolError,
+    err_to_oserror,
+    ip_error_to_oserror,
+    module_error,
+)
 from .events import CmeError, Connect, ConnectFail, FinalResult, Line, Ok
 from .fields import Field, int_fields
 
@@ -81,7 +87,7 @@ class Response:
         if self.prompt_missing:
             return module_error(errno.ETIMEDOUT, f"{what}: no '>' prompt", None, None)
         if isinstance(self.final, ConnectFail):
-            return err_to_oserror(1, context="CIPOPEN")  # CONNECT FAIL (3.3)
+            return err_to_oserror(CIPOPEN_CONNECT_FAILED, context="CIPOPEN")  # CONNECT FAIL (3.3)
         if self.late is not None and len(self.late) >= 2 and self.late[-1] > 0:
             return err_to_oserror(self.late[-1], context=what)  # "+CIPOPEN: 0,4" ERROR
         if self.ip_error is not None:

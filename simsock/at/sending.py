@@ -21,6 +21,7 @@ from . import commands as at
 from .errors import IPCLOSE_REASONS, module_error, timeout_error
 from .late import LateWaiter
 from .link import Link
+from .note import ESC, MAX_SEND_BYTES
 from .outcomes import LinkSent
 from .requests import InFlight
 from .response import Response
@@ -35,7 +36,7 @@ logger = logging.getLogger("simsock.at.links")
 #: Filler for a fixed-length CIPSEND whose ``>`` never came: ESC first (a
 #: module that cancels on it is back in command mode), then NULs (a module
 #: that takes ESC as payload, 3.4, gets its length and is back too).
-_FILLER_FIRST = bytes([at.ESC])
+_FILLER_FIRST = bytes([ESC])
 
 
 class Dropped(Exception):
@@ -53,7 +54,7 @@ def send(s: Session, link: Link) -> None:
         chunk, (ip, port) = link.datagrams.popleft()
         command = at.cipsend(link.number, None if ctrl_z else len(chunk), ip, port)
     else:
-        size = min(len(link.tx), at.MAX_SEND_BYTES)
+        size = min(len(link.tx), MAX_SEND_BYTES)
         chunk = bytes(link.tx[:size])
         del link.tx[:size]
         command = at.cipsend(link.number, None if ctrl_z else size)

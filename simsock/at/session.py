@@ -38,6 +38,7 @@ from .events import (
 from .late import LateTable
 from .link import Link, LinkState
 from .linkwork import LinkWork
+from .note import CIPTIMEOUT_DEFAULT_S, ESCAPE_GUARD_S, MAX_LINK
 from .opening import open_link
 from .outcomes import (
     LinkData,
@@ -80,7 +81,7 @@ class SessionConfig:
     resync_probe_s: float = 1.0
     recovery_backoff_s: tuple[float, ...] = RECOVERY_BACKOFF_S
     #: Transparent mode's ``+++`` guard time (2) and the line's rate (for it).
-    escape_guard_s: float = 1.0
+    escape_guard_s: float = ESCAPE_GUARD_S
     baudrate: int = 115200
     #: Recent wire lines kept for diagnostics (0: none).
     trace_lines: int = 0
@@ -111,12 +112,12 @@ class Session:
         #: Listening servers: index → port.
         self.servers: dict[int, int] = {}
         self.info = ModuleInfo()
-        self.max_link = at.MAX_LINK
+        self.max_link = MAX_LINK
         self.push_mode = False
         #: Maximum response times that AT+CIPTIMEOUT sets (3.12), in seconds.
         self._cip_timeouts = dict.fromkeys(
             ("+NETOPEN", "+NETCLOSE", "+CIPOPEN", "+CIPSEND", "+CIPCLOSE"),
-            at.CIPTIMEOUT_DEFAULT_S,
+            CIPTIMEOUT_DEFAULT_S,
         )
         self.late = LateTable()
         self.inflight: InFlight | None = None

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from .commands import _PRINTABLE, MAX_COMMAND_CHARS
+from .note import ESCAPE_SEQUENCE
 
 __all__ = ["check_user_line"]
 
@@ -56,7 +57,7 @@ def check_user_line(line: str) -> str:
             f"a command is one line of at most {MAX_COMMAND_CHARS} printable ASCII characters"
         )
     special = line.strip().upper()
-    if special.startswith(("+++", "A/")):
+    if special.startswith((ESCAPE_SEQUENCE, "A/")):
         reason = _ESCAPE_WHY if special.startswith("+") else _REPEAT_WHY
         raise ValueError(f"{line!r} is managed by simsock itself: {reason}")
     if not line[:2].upper() == "AT":

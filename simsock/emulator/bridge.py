@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..at.errors import CIPOPEN_CONNECT_FAILED
+from ..at.errors import CIPOPEN_CONNECT_FAILED, ERR_BIND, ERR_TIMEOUT
 from .actions import (
     Action,
     Close,
@@ -36,7 +36,6 @@ from .actions import (
     Send,
     StopListening,
 )
-from .command import ERR_BIND, ERR_TIMEOUT
 from .interpreter import Interpreter
 
 __all__ = ["Bridge"]

@@ -32,25 +32,6 @@ __all__ = [
     "str_param",
 ]
 
-# --- 5.2 <err> codes the module answers with ---------------------------------
-ERR_NETWORK: Final = 1
-ERR_NET_NOT_OPEN: Final = 2
-ERR_PARAM: Final = 3
-ERR_NOT_SUPPORTED: Final = 4
-ERR_BIND: Final = 6
-ERR_LISTENING: Final = 7
-ERR_SOCKETS_OPEN: Final = 9
-ERR_TIMEOUT: Final = 10
-ERR_DNS: Final = 11
-
-# --- 5.1 <err_info> codes (``+IP ERROR:``) -------------------------------------
-IPE_ALREADY_OPENED: Final = 4
-IPE_NOT_OPENED: Final = 8
-IPE_NOT_CREATED: Final = 11
-IPE_INVALID: Final = 12
-IPE_NOT_SUPPORTED: Final = 13
-IPE_NO_DATA: Final = 22
-
 
 class Kind(enum.Enum):
     """The four shapes of an AT command (``AT+X``, ``AT+X?``, ``AT+X=?``, ``AT+X=...``)."""

@@ -8,8 +8,16 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, Final
 
+from ..at.note import (
+    CIPCCFG_DEFAULTS,
+    CIPCCFG_RANGES,
+    CIPTIMEOUT_DEFAULT_MS,
+    CIPTIMEOUT_RANGE_MS,
+    CSOCKETPN_IPV4,
+    CSOCKETPN_IPV6,
+    CTCPKA_RANGES,
+)
 from .command import Command, Handler, Kind, ParamError, field_at, int_param, only_field, str_param
-from .settings import CIPCCFG_DEFAULTS, TIMEOUT_DEFAULT_MS
 
 if TYPE_CHECKING:
     from .interpreter import Interpreter
@@ -18,14 +26,8 @@ __all__ = ["CONFIG_HANDLERS"]
 
 logger = logging.getLogger("simsock.emulator")
 
-#: Range of each NETOPEN / CIPOPEN / CIPSEND timeout in ms (3.12).
-TIMEOUT_RANGE_MS: Final = (3000, 120_000)
-#: Range of each ``AT+CIPCCFG`` parameter, in the order of :data:`CIPCCFG_DEFAULTS` (3.13).
-CIPCCFG_RANGES: Final = ((0, 10), (0, 1000), (0, 0), (0, 1), (0, 1), (0, 1), (500, 120_000))
-#: ``AT+CTCPKA`` ranges: keepalive, keepidle (min), keepcount, keepinterval (min) (3.19).
-CTCPKA_RANGES: Final = ((0, 1), (1, 120), (1, 10), (1, 120))
 #: ``AT+CSOCKETPN`` <ip_family> → the family NETOPEN brings up (3.18).
-PDP_FAMILY_BY_PARAM: Final = {1: 4, 6: 6}
+PDP_FAMILY_BY_PARAM: Final = {CSOCKETPN_IPV4: 4, CSOCKETPN_IPV6: 6}
 #: ``AT+CDNSCFG=?`` (2.1.20): the original reads "(Primary DNS),(Secondary DNS),type"
 #: in translation, without quotes, as it lost them around every string (the
 #: reference's table); SIMCom's other modules print ``("Primary DNS"),("Secondary DNS")``.
@@ -62,20 +64,20 @@ def _ciptimeout(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.READ:
         m.reply("+CIPTIMEOUT: {},{},{}".format(*timeouts), "OK")
     elif command.kind is Kind.TEST:
-        span = "({}-{})".format(*TIMEOUT_RANGE_MS)
+        span = "({}-{})".format(*CIPTIMEOUT_RANGE_MS)
         m.reply(f"+CIPTIMEOUT: {span},{span},{span}", "OK")
     elif command.kind is Kind.SET:
         fields = command.fields()
         if len(fields) > len(timeouts):
             raise ParamError(command.line)
         chosen = [
-            int_param(field_at(fields, i), *TIMEOUT_RANGE_MS, default=timeouts[i])
+            int_param(field_at(fields, i), *CIPTIMEOUT_RANGE_MS, default=timeouts[i])
             for i in range(len(timeouts))
         ]
         m.settings.timeouts_ms = chosen
         m.reply("OK")
     else:
-        m.settings.timeouts_ms = [TIMEOUT_DEFAULT_MS] * 3
+        m.settings.timeouts_ms = [CIPTIMEOUT_DEFAULT_MS] * 3
         m.reply("OK")
 
 
@@ -104,9 +106,9 @@ def _cipccfg(m: Interpreter, command: Command) -> None:
 
 def _csocketpn(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.TEST:
-        m.reply("+CSOCKETPN: 1,(1,6)", "OK")
+        m.reply(f"+CSOCKETPN: 1,({CSOCKETPN_IPV4},{CSOCKETPN_IPV6})", "OK")
     elif command.kind is Kind.READ:
-        param = 6 if m.settings.pdp_family == 6 else 1
+        param = CSOCKETPN_IPV6 if m.settings.pdp_family == 6 else CSOCKETPN_IPV4
         m.reply(f"+CSOCKETPN: 1,{param}", "OK")
     elif command.kind is Kind.SET:
         fields = command.fields()

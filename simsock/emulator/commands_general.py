@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from ..at.note import SIM_READY
 from .command import Command, Handler, Kind, ParamError, field_at, int_param, str_param
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def _online(m: Interpreter, command: Command) -> None:
 
 def _cpin(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.READ:
-        m.reply("+CPIN: READY", "OK")
+        m.reply(SIM_READY, "OK")
     elif command.kind is Kind.TEST:
         m.reply("OK")
     else:

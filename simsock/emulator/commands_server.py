@@ -20,36 +20,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from .actions import Listen, StopListening
-from .command import (
+from ..at.errors import (
     ERR_LISTENING,
     ERR_NET_NOT_OPEN,
     ERR_NOT_SUPPORTED,
     ERR_PARAM,
     ERR_SOCKETS_OPEN,
-    Command,
-    Handler,
-    Kind,
-    ParamError,
-    field_at,
-    int_param,
 )
-from .settings import SERVER_COUNT
+from ..at.note import BACKLOG_DEFAULT, BACKLOG_RANGE, MAX_SERVER
+from .actions import Listen, StopListening
+from .command import Command, Handler, Kind, ParamError, field_at, int_param
 
 if TYPE_CHECKING:
     from .interpreter import Interpreter
 
 __all__ = ["SERVER_HANDLERS"]
 
-#: ``AT+SERVERSTART`` backlog range and default (3.14).
-BACKLOG_RANGE: Final = (1, 3)
-BACKLOG_DEFAULT: Final = 3
-_LAST_SERVER: Final = SERVER_COUNT - 1
-
 
 def _serverstart(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.TEST:
-        m.reply(f"+SERVERSTART: (0-65535),(0-{_LAST_SERVER})", "OK")
+        m.reply(f"+SERVERSTART: (0-65535),(0-{MAX_SERVER})", "OK")
         return
     if command.kind not in (Kind.READ, Kind.SET):
         raise ParamError(command.line)
@@ -67,7 +57,7 @@ def _serverstart(m: Interpreter, command: Command) -> None:
     try:
         fields = command.fields()
         port = int_param(field_at(fields, 0), 0, 65535)
-        server = int_param(field_at(fields, 1), 0, _LAST_SERVER)
+        server = int_param(field_at(fields, 1), 0, MAX_SERVER)
         backlog = int_param(field_at(fields, 2), *BACKLOG_RANGE, default=BACKLOG_DEFAULT)
         if len(fields) > 3:
             raise ParamError(command.line)
@@ -84,12 +74,12 @@ def _serverstart(m: Interpreter, command: Command) -> None:
 
 def _serverstop(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.TEST:
-        m.reply(f"+SERVERSTOP: (0-{_LAST_SERVER})", "OK")
+        m.reply(f"+SERVERSTOP: (0-{MAX_SERVER})", "OK")
         return
     if command.kind is not Kind.SET:
         raise ParamError(command.line)
     fields = command.fields()
-    server = int_param(field_at(fields, 0), 0, _LAST_SERVER)
+    server = int_param(field_at(fields, 0), 0, MAX_SERVER)
     if len(fields) != 1:
         raise ParamError(command.line)
     if m.servers[server] is None:

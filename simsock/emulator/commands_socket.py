@@ -10,12 +10,11 @@ outcome comes back as a late result (``+CIPOPEN: <link>,<err>``,
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import TYPE_CHECKING, Final
 
-from ..at.fields import Field
-from .actions import OpenTcp, OpenUdp
-from .command import (
+from ..at.commands import check_domain
+from ..at.errors import (
+    DNS_GENERAL_ERROR,
     ERR_DNS,
     ERR_NET_NOT_OPEN,
     ERR_NETWORK,
@@ -27,41 +26,25 @@ from .command import (
     IPE_NOT_CREATED,
     IPE_NOT_OPENED,
     IPE_NOT_SUPPORTED,
-    Command,
-    Handler,
-    Kind,
-    ParamError,
-    field_at,
-    int_param,
-    str_param,
 )
+from ..at.fields import Field
+from ..at.note import (
+    CLOSED,
+    MAX_HEX_READ_BYTES,
+    MAX_LINK,
+    MAX_LINK_SLOT,
+    MAX_READ_BYTES,
+    MAX_SEND_BYTES,
+)
+from .actions import OpenTcp, OpenUdp
+from .command import Command, Handler, Kind, ParamError, field_at, int_param, str_param
 from .commands_config import CONFIG_HANDLERS
 from .links import LinkState
-from .settings import CIPSEND_MAX_BYTES, LINK_COUNT, LINK_SLOTS
 
 if TYPE_CHECKING:
     from .interpreter import Interpreter
 
-__all__ = ["SOCKET_HANDLERS", "resolve", "valid_domain"]
-
-#: Longest read of ``AT+CIPRXGET=2`` (raw) and ``=3`` (hex) (3.5).
-CIPRXGET_RAW_MAX_BYTES: Final = 1500
-CIPRXGET_HEX_MAX_BYTES: Final = 750
-#: ``+CDNSGIP: 0,<dns_error>``: DNS general error (3.17).
-DNS_GENERAL_ERROR: Final = 10
-#: Domain names for ``AT+CDNSGIP`` (3.17): 254 characters, labels of 63.
-DOMAIN_MAX_CHARS: Final = 254
-_LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
-_LAST_LINK: Final = LINK_COUNT - 1
-#: The highest link number the firmware's parameter check knows (2.1.3: "above 9").
-_LAST_SLOT: Final = LINK_SLOTS - 1
-
-
-def valid_domain(name: str) -> bool:
-    """Whether ``name`` follows the domain rules of 3.17."""
-    return 0 < len(name) <= DOMAIN_MAX_CHARS and all(
-        _LABEL.fullmatch(label) for label in name.split(".")
-    )
+__all__ = ["SOCKET_HANDLERS", "resolve"]
 
 
 def resolve(m: Interpreter, name: str) -> str | None:
@@ -155,7 +138,7 @@ def _cipopen_status(m: Interpreter) -> None:
 
 def _cipopen(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.TEST:
-        m.reply(f'+CIPOPEN: (0-{_LAST_LINK}),("TCP","UDP")', "OK")
+        m.reply(f'+CIPOPEN: (0-{MAX_LINK}),("TCP","UDP")', "OK")
         return
     if command.kind is Kind.READ:
         _cipopen_status(m)
@@ -164,10 +147,10 @@ def _cipopen(m: Interpreter, command: Command) -> None:
         raise ParamError(command.line)
     fields = command.fields()
     link = _link_number(field_at(fields, 0))
-    if link > _LAST_SLOT:  # "when <link_num> is greater than 9" (2.1.3)
+    if link > MAX_LINK_SLOT:  # "when <link_num> is greater than 9" (2.1.3)
         m.ip_error(IPE_INVALID)
         return
-    if not 0 <= link <= _LAST_LINK:  # a wrong parameter: "+CIPOPEN: <link>,<err>" (2.1.3)
+    if not 0 <= link <= MAX_LINK:  # a wrong parameter: "+CIPOPEN: <link>,<err>" (2.1.3)
         m.reply(f"+CIPOPEN: {link},{ERR_PARAM}", "ERROR")
         return
     lk = m.links[link]
@@ -236,15 +219,15 @@ def _cipopen(m: Interpreter, command: Command) -> None:
 
 def _cipsend(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.TEST:
-        m.reply(f"+CIPSEND: (0-{_LAST_LINK}),(1-{CIPSEND_MAX_BYTES})", "OK")
+        m.reply(f"+CIPSEND: (0-{MAX_LINK}),(1-{MAX_SEND_BYTES})", "OK")
         return
     if command.kind is not Kind.SET:
         raise ParamError(command.line)
     try:
         fields = command.fields()
-        link = int_param(field_at(fields, 0), 0, _LAST_LINK)
+        link = int_param(field_at(fields, 0), 0, MAX_LINK)
         size = field_at(fields, 1)
-        length = None if size is None else int_param(size, 1, CIPSEND_MAX_BYTES)
+        length = None if size is None else int_param(size, 1, MAX_SEND_BYTES)
         if len(fields) > 4:
             raise ParamError(command.line)
     except ParamError:
@@ -278,7 +261,7 @@ def _cipsend(m: Interpreter, command: Command) -> None:
 
 def _ciprxget(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.TEST:
-        m.reply(f"+CIPRXGET: (0-4),(0-{_LAST_LINK}),(1-{CIPRXGET_RAW_MAX_BYTES})", "OK")
+        m.reply(f"+CIPRXGET: (0-4),(0-{MAX_LINK}),(1-{MAX_READ_BYTES})", "OK")
         return
     if command.kind is Kind.READ:
         m.reply(f"+CIPRXGET: {m.settings.rx_mode}", "OK")
@@ -296,8 +279,8 @@ def _ciprxget(m: Interpreter, command: Command) -> None:
     try:
         if mode not in (2, 3, 4):
             raise ParamError(command.line)
-        link = int_param(field_at(fields, 1), 0, _LAST_SLOT)
-        limit = CIPRXGET_RAW_MAX_BYTES if mode == 2 else CIPRXGET_HEX_MAX_BYTES
+        link = int_param(field_at(fields, 1), 0, MAX_LINK_SLOT)
+        limit = MAX_READ_BYTES if mode == 2 else MAX_HEX_READ_BYTES
         length = int_param(field_at(fields, 2), 1, limit, default=limit)
         if len(fields) > (2 if mode == 4 else 3):
             raise ParamError(command.line)
@@ -307,7 +290,7 @@ def _ciprxget(m: Interpreter, command: Command) -> None:
     if m.settings.rx_mode != 1:
         m.ip_error(IPE_NOT_SUPPORTED)
         return
-    if link > _LAST_LINK:
+    if link > MAX_LINK:
         # Links 2-9 are never established: nothing waits there. The note reads
         # link 2 and gets "+IP ERROR: No data" (3.2.2, 3.3.2).
         if mode == 4:
@@ -335,7 +318,7 @@ def _ciprxget(m: Interpreter, command: Command) -> None:
 
 def _cipclose(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.TEST:
-        m.reply(f"+CIPCLOSE: (0-{_LAST_LINK})", "OK")
+        m.reply(f"+CIPCLOSE: (0-{MAX_LINK})", "OK")
         return
     if command.kind is Kind.READ:
         m.reply("+CIPCLOSE: " + ",".join(str(int(lk.is_open)) for lk in m.links), "OK")
@@ -344,7 +327,7 @@ def _cipclose(m: Interpreter, command: Command) -> None:
         raise ParamError(command.line)
     fields = command.fields()
     link = _link_number(field_at(fields, 0))
-    if not 0 <= link <= _LAST_LINK or len(fields) != 1:
+    if not 0 <= link <= MAX_LINK or len(fields) != 1:
         m.reply(f"+CIPCLOSE: {link},{ERR_PARAM}", "ERROR")
         return
     lk = m.links[link]
@@ -356,7 +339,7 @@ def _cipclose(m: Interpreter, command: Command) -> None:
     if link == m.data_link:  # a transparent link: OK, CLOSED, +CIPCLOSE (3.6)
         m.data_link = None
         m.reply("OK")
-        m.late("CLOSED")
+        m.late(CLOSED)
         m.late(f"+CIPCLOSE: {link},0")
     elif udp:  # UDP: the result comes before OK (3.6)
         m.reply(f"+CIPCLOSE: {link},0", "OK")
@@ -367,13 +350,13 @@ def _cipclose(m: Interpreter, command: Command) -> None:
 
 def _cipack(m: Interpreter, command: Command) -> None:
     if command.kind is Kind.TEST:
-        m.reply(f"+CIPACK: (0-{_LAST_LINK})", "OK")
+        m.reply(f"+CIPACK: (0-{MAX_LINK})", "OK")
         return
     if command.kind is not Kind.SET:
         raise ParamError(command.line)
     fields = command.fields()
     try:
-        link = int_param(field_at(fields, 0), 0, _LAST_LINK)
+        link = int_param(field_at(fields, 0), 0, MAX_LINK)
         if len(fields) != 1:
             raise ParamError(command.line)
     except ParamError:
@@ -399,8 +382,10 @@ def _cdnsgip(m: Interpreter, command: Command) -> None:
     if len(fields) != 1:
         raise ParamError(command.line)
     name = str_param(fields[0])
-    if not valid_domain(name):
-        raise ParamError(f"{name!r} breaks the domain rules of 3.17")
+    try:
+        check_domain(name)
+    except ValueError as exc:
+        raise ParamError(str(exc)) from None
     address = resolve(m, name) if m.network_open else None
     if address is None:
         m.reply(f"+CDNSGIP: 0,{DNS_GENERAL_ERROR}", "ERROR")

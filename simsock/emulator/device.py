@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal
 
+from ..at.errors import IPCLOSE_SEND_TIMEOUT
 from .bridge import Bridge
 from .faults import HOSTILE_URC_NOISE, FaultConfig
 from .faults import preset as fault_preset
@@ -211,7 +212,7 @@ class VirtualModem:
         self._interpreter.faults.applied["reset_peer"] += 1
         return True
 
-    def close_link(self, link: int, reason: int = 2) -> bool:
+    def close_link(self, link: int, reason: int = IPCLOSE_SEND_TIMEOUT) -> bool:
         """Fault injection: the module closes link ``link`` itself: ``+IPCLOSE: <link>,<reason>``.
 
         ``reason`` (4.2): 0 closed locally, 1 closed by the peer, 2 send

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from ..at.note import SIM_READY
 from .firmware import FirmwareShapes
 
 __all__ = [
@@ -47,7 +48,7 @@ STORM_URCS: Final = (
     "+CGEV: ME PDN ACT 1",
     "+CEREG: 1",
     "+CNEC_ESM: 36",
-    "+CPIN: READY",
+    SIM_READY,
 )
 #: Upper bound on a one-shot request (bytes, notices, URCs): keeps a typo from
 #: allocating gigabytes.

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["SIM7028_START_UP", "SIM_READY", "FirmwareShapes"]
+from ..at.note import READY, SENDER_PREFIX, SENDER_PREFIX_SHORT, SIM_READY, SMS_READY
 
-#: Every variant's first notice after its ready line: the SIM needs no PIN.
-SIM_READY: Final = "+CPIN: READY"
-#: What a SIM7028 prints after ``+CPIN: READY`` (the SMS service is up).
-SIM7028_START_UP: Final = ("SMS Ready",)
+__all__ = ["SIM7028_START_UP", "FirmwareShapes"]
+
+#: What a SIM7028 prints after ``+CPIN: READY`` (every variant's first notice
+#: after its ready line): the SMS service is up.
+SIM7028_START_UP: Final = (SMS_READY,)
 #: ``<cnfSendLength>`` shapes: 3 fields always, or 2 for a full send (3.4).
 _CIPSEND_FIELDS: Final = (2, 3)
 
@@ -41,12 +42,12 @@ class FirmwareShapes:
     (2.1.5) or ``+RECV FROM:`` (1.3).
     """
 
-    ready_line: str = "RDY"
+    ready_line: str = READY
     start_up_lines: tuple[str, ...] = ()
     rxget_rest_len: bool = True
     cipsend_fields: int = 3
     rxget_urc_names_link: bool = True
-    sender_prefix: str = "RECV FROM:"
+    sender_prefix: str = SENDER_PREFIX
 
     def __post_init__(self) -> None:
         if self.cipsend_fields not in _CIPSEND_FIELDS:
@@ -64,7 +65,7 @@ class FirmwareShapes:
             rxget_rest_len=False,
             cipsend_fields=2,
             rxget_urc_names_link=False,
-            sender_prefix="RCV FROM:",
+            sender_prefix=SENDER_PREFIX_SHORT,
         )
 
     def boot_lines(self) -> tuple[str, ...]:

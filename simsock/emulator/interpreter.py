@@ -27,31 +27,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from ..at.errors import IP_ERROR_STRINGS, ProtocolError
-from .actions import Action, Close, PauseReading, ResumeReading, Send, StopListening
-from .cmdline import CommandLine, CommandLineReader
-from .command import (
+from ..at import note
+from ..at.errors import (
     ERR_NETWORK,
     ERR_NOT_SUPPORTED,
     ERR_TIMEOUT,
-    Handler,
-    ParamError,
-    frame,
-    parse_command,
+    IP_ERROR_STRINGS,
+    IPCLOSE_BY_PEER,
+    IPCLOSE_REASONS,
+    ProtocolError,
 )
+from .actions import Action, Close, PauseReading, ResumeReading, Send, StopListening
+from .cmdline import CommandLine, CommandLineReader
+from .command import Handler, ParamError, frame, parse_command
 from .commands_general import GENERAL_HANDLERS
 from .commands_server import SERVER_HANDLERS
 from .commands_socket import SOCKET_HANDLERS
 from .faults import STORM_URCS, Faults
 from .links import Link, LinkState
 from .payload import PayloadReader, PayloadState
-from .settings import (
-    LINK_COUNT,
-    PUSH_MAX_BYTES,
-    SERVER_COUNT,
-    ModuleConfig,
-    ModuleSettings,
-)
+from .settings import ModuleConfig, ModuleSettings
 from .transparent import EscapeDetector
 
 __all__ = ["Interpreter", "Stats"]
@@ -61,14 +56,8 @@ logger = logging.getLogger("simsock.emulator")
 #: How long a half-typed command line holds URCs back (s): long enough for a
 #: host that writes a line in a few pieces, short enough for a person typing.
 URC_HOLD_S: Final = 1.0
-
-_PROMPT: Final = b"\r\n> "  # 1: "<CR><LF>>" and a space, no line end
 #: Most URCs one :meth:`Interpreter.urc_storm` sends.
 MAX_STORM_URCS: Final = 100_000
-#: Entering transparent data mode; the rate is what the reference shows (3.3).
-CONNECT_RESULT: Final = "CONNECT 115200"
-#: ``+IPCLOSE`` ``<close_reason>``: closed locally, by the peer, send timeout / DTR (4.2).
-CLOSE_REASONS: Final = (0, 1, 2)
 
 _HANDLERS: Final[dict[str, Handler]] = {
     **GENERAL_HANDLERS,
@@ -119,9 +108,9 @@ class Interpreter:
         #: What the host set with AT commands.
         self.settings = ModuleSettings(echo=self.config.echo)
         capacity = self.config.rx_buffer_bytes
-        self.links = [Link(number, capacity=capacity) for number in range(LINK_COUNT)]
+        self.links = [Link(number, capacity=capacity) for number in range(note.MAX_LINK + 1)]
         #: Listening port of each server index, ``None`` when stopped.
-        self.servers: list[int | None] = [None] * SERVER_COUNT
+        self.servers: list[int | None] = [None] * (note.MAX_SERVER + 1)
         #: Work due at a time: (when, order, what), a heap (see :meth:`call_at`).
         self._calls: list[tuple[float, int, Callable[[], None]]] = []
         self._call_order = itertools.count()
@@ -310,7 +299,7 @@ class Interpreter:
             return
         self._confirm_all(lk, -1)
         lk.reset(keep_rx=True)
-        self._urc(frame(f"+IPCLOSE: {link},1"))
+        self._urc(frame(f"+IPCLOSE: {link},{IPCLOSE_BY_PEER}"))
 
     def module_close(self, link: int, reason: int) -> bool:
         """The module closes open link ``link`` itself: ``+IPCLOSE: <link>,<reason>`` (4.2).
@@ -322,7 +311,7 @@ class Interpreter:
         after a close by the peer. A transparent link ends with ``CLOSED``
         instead (4.2). ``False`` when the link was not open.
         """
-        if reason not in CLOSE_REASONS:
+        if reason not in IPCLOSE_REASONS:
             raise ValueError(f"a close reason is 0, 1 or 2 (4.2), not {reason!r}")
         lk = self.links[link]
         if not lk.is_open:
@@ -437,7 +426,7 @@ class Interpreter:
             else:  # SERVERSTART: the listener being set up goes with the network
                 self._actions.append(StopListening(key))
                 self.reply(f"+CIPERROR: {ERR_NETWORK}", "ERROR")
-        self._urc(frame("+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY"))
+        self._urc(frame(f"+CIPEVENT: {note.NETWORK_CLOSED}"))
 
     def restart(self, now: float, boot_s: float = 0.0) -> None:
         """Fault injection: the module restarts; every link, server and setting is gone.
@@ -501,7 +490,7 @@ class Interpreter:
         rng = self._rng
         notice = self.config.firmware.data_notice
         units = [
-            frame(notice(rng.randrange(LINK_COUNT)))
+            frame(notice(rng.randrange(note.MAX_LINK + 1)))
             if rng.random() < 0.5
             else frame(rng.choice(STORM_URCS))
             for _ in range(count)
@@ -547,13 +536,13 @@ class Interpreter:
         self._prompt_withheld = self.faults.withhold_prompt()
         self._out += self._noise()
         if not self._prompt_withheld:
-            self._out += _PROMPT
+            self._out += note.PROMPT
         self._outgoing = PayloadReader(link, length, address)
         self._mode = _Mode.PAYLOAD
 
     def enter_data_mode(self, link: int) -> None:
         """``CONNECT 115200``: link ``link`` becomes a raw byte pipe until ``+++`` (section 2)."""
-        self.reply(CONNECT_RESULT)
+        self.reply(note.CONNECT_RESULT)
         self.data_link = link
         self._mode = _Mode.DATA
         self._escape = EscapeDetector(self._now, self.config.escape_guard_s)
@@ -586,8 +575,8 @@ class Interpreter:
         """Direct push of ``data`` (4.1): ``RECV FROM:``, ``+IPD<n>`` / ``+RECEIVE``, raw bytes."""
         host, port = address if address is not None else (lk.remote_host, lk.remote_port)
         settings = self.settings
-        for start in range(0, len(data), PUSH_MAX_BYTES):
-            chunk = data[start : start + PUSH_MAX_BYTES]
+        for start in range(0, len(data), note.MAX_PUSH_BYTES):
+            chunk = data[start : start + note.MAX_PUSH_BYTES]
             header: list[str] = []
             if settings.cipsrip:
                 header.append(self.config.firmware.sender_line(host, port))
@@ -687,7 +676,7 @@ class Interpreter:
             if err == 0:
                 self.enter_data_mode(link)
             else:
-                self.reply("CONNECT FAIL")
+                self.reply(note.CONNECT_FAIL)
         else:  # UDP: result, then OK / ERROR (3.3)
             self.reply(f"+CIPOPEN: {link},{err}", "OK" if err == 0 else "ERROR")
 
@@ -700,10 +689,10 @@ class Interpreter:
         self.data_link = None
         if self._mode is _Mode.DATA:
             self._leave_data_mode()
-            self._out += frame("CLOSED")  # before what data mode held back
+            self._out += frame(note.CLOSED)  # before what data mode held back
             self._release()
         else:
-            self._urc(frame("CLOSED"))
+            self._urc(frame(note.CLOSED))
 
     def _send_transparent(self, data: bytes) -> None:
         if not data or self.data_link is None:
@@ -792,7 +781,7 @@ class Interpreter:
         if self._prompt_withheld:
             # The host never saw '>': an ESC before any payload byte is its cancel (3.4).
             self._prompt_withheld = False
-            if self._inbuf[:1] == b"\x1b" and not self._outgoing.data:
+            if self._inbuf[:1] == bytes([note.ESC]) and not self._outgoing.data:
                 del self._inbuf[:1]
                 self._cancel_payload()
                 return

@@ -11,14 +11,12 @@ import enum
 import re
 from typing import Final
 
-from .settings import CIPSEND_MAX_BYTES
+from ..at.note import CTRL_Z, ESC, ETX, MAX_SEND_BYTES
 
 __all__ = ["PayloadReader", "PayloadState"]
 
-_ETX: Final = 0x03  # escapes the next byte of a variable-length payload
-_CTRL_Z: Final = 0x1A  # ends a variable-length payload
-_ESC: Final = 0x1B  # cancels the send
-_SPECIAL: Final = re.compile(rb"[\x03\x1a\x1b]")
+#: The bytes that end, cancel or escape inside a variable-length payload.
+_SPECIAL: Final = re.compile(b"[%s]" % bytes((ETX, CTRL_Z, ESC)))
 
 
 class PayloadState(enum.Enum):
@@ -47,7 +45,7 @@ class PayloadReader:
     @property
     def too_long(self) -> bool:
         """A variable-length payload ran past the 1500-byte limit."""
-        return len(self._data) > CIPSEND_MAX_BYTES
+        return len(self._data) > MAX_SEND_BYTES
 
     def feed(self, buf: bytearray) -> PayloadState:
         """Take what belongs to the payload from the front of ``buf``."""
@@ -61,11 +59,11 @@ class PayloadReader:
         while index < len(buf):
             if self._escaped:
                 self._escaped = False
-                if buf[index] in (_ETX, _CTRL_Z, _ESC):
+                if buf[index] in (ETX, CTRL_Z, ESC):
                     self._data.append(buf[index])
                     index += 1
                 else:  # a lone ETX is data; the byte after it is read as usual
-                    self._data.append(_ETX)
+                    self._data.append(ETX)
                 continue
             match = _SPECIAL.search(buf, index)
             stop = len(buf) if match is None else match.start()
@@ -74,12 +72,12 @@ class PayloadReader:
             if match is None:
                 break
             special = buf[stop]
-            if special == _ETX:
+            if special == ETX:
                 self._escaped = True
             else:
-                state = PayloadState.DONE if special == _CTRL_Z else PayloadState.CANCELLED
+                state = PayloadState.DONE if special == CTRL_Z else PayloadState.CANCELLED
                 break
         del buf[:index]
         # Past the limit the payload is refused anyway: keep one byte too many, not all.
-        del self._data[CIPSEND_MAX_BYTES + 1 :]
+        del self._data[MAX_SEND_BYTES + 1 :]
         return state

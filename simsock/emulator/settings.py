@@ -13,37 +13,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from ..at.note import CIPCCFG_DEFAULTS, CIPTIMEOUT_DEFAULT_MS, ESCAPE_GUARD_S
 from .faults import FaultConfig
 from .firmware import FirmwareShapes
 
-__all__ = [
-    "CIPCCFG_DEFAULTS",
-    "CIPSEND_MAX_BYTES",
-    "LINK_COUNT",
-    "LINK_SLOTS",
-    "PUSH_MAX_BYTES",
-    "SERVER_COUNT",
-    "TIMEOUT_DEFAULT_MS",
-    "ModuleConfig",
-    "ModuleSettings",
-]
-
-#: Link numbers 0-1 (section 3).
-LINK_COUNT: Final = 2
-#: Link numbers the firmware's parameter check knows, 0-9: above 9 a link number
-#: is "+IP ERROR: Invalid parameter", 2-9 are links never established (2.1.3, 3.2.2).
-LINK_SLOTS: Final = 10
-#: Server indexes 0-1 (3.14).
-SERVER_COUNT: Final = 2
-#: Longest payload of one ``AT+CIPSEND`` (3.4).
-CIPSEND_MAX_BYTES: Final = 1500
-#: Most bytes one direct-push block carries (4.1).
-PUSH_MAX_BYTES: Final = 1500
-#: Default NETOPEN / CIPOPEN / CIPSEND timeout in ms (3.12).
-TIMEOUT_DEFAULT_MS: Final = 120_000
-#: ``AT+CIPCCFG`` defaults (3.13):
-#: NmRetry, DelayTm, Ack, errMode, HeaderType, AsyncMode, TimeoutVal.
-CIPCCFG_DEFAULTS: Final = (10, 0, 0, 1, 0, 0, 500)
+__all__ = ["ModuleConfig", "ModuleSettings"]
 
 _DEFAULT_DNS: Final[Mapping[str, str]] = MappingProxyType({"localhost": "127.0.0.1"})
 
@@ -78,7 +52,7 @@ class ModuleConfig:
     dns: Mapping[str, str] = field(default_factory=lambda: dict(_DEFAULT_DNS))
     rx_buffer_bytes: int = 64 * 1024
     #: Silence around ``+++`` that leaves transparent data mode (s; section 2: 1 s).
-    escape_guard_s: float = 1.0
+    escape_guard_s: float = ESCAPE_GUARD_S
     ip_address: str = "10.64.0.2"
     ipv6_address: str = "2001:db8:64::2"
     manufacturer: str = "SIMCOM INCORPORATED"
@@ -108,7 +82,7 @@ class ModuleSettings:
     #: 1: ``+CIPSEND:`` only once the data left (3.11).
     cipsendmode: int = 0
     #: NETOPEN, CIPOPEN, CIPSEND timeouts in ms (3.12).
-    timeouts_ms: list[int] = field(default_factory=lambda: [TIMEOUT_DEFAULT_MS] * 3)
+    timeouts_ms: list[int] = field(default_factory=lambda: [CIPTIMEOUT_DEFAULT_MS] * 3)
     cipccfg: list[int] = field(default_factory=lambda: list(CIPCCFG_DEFAULTS))
     #: PDP family of NETOPEN: 4 or 6 (3.18 ``AT+CSOCKETPN=1,1|6``).
     pdp_family: int = 4

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ESCAPE_CHAR_GAP_S", "ESCAPE_GUARD_S", "EscapeDetector"]
+from ..at.note import ESCAPE_CHAR_GAP_S, ESCAPE_GUARD_S, ESCAPE_SEQUENCE
 
-#: Silence needed before and after ``+++`` (s).
-ESCAPE_GUARD_S: Final = 1.0
-#: Longest pause between the three ``+`` (s).
-ESCAPE_CHAR_GAP_S: Final = 0.9
-_PLUS: Final = 0x2B
+__all__ = ["EscapeDetector"]
+
+#: The escape is one character sent three times: which one, and how many.
+_PLUS: Final = ESCAPE_SEQUENCE.encode("ascii")[0]
+_PLUSES: Final = len(ESCAPE_SEQUENCE)
 
 
 class EscapeDetector:
@@ -32,7 +32,7 @@ class EscapeDetector:
     def _plus_fits(self, now: float) -> bool:
         if self._pluses == 0:
             return now - self._last_data >= self._guard_s
-        return self._pluses < 3 and now - self._plus_at < ESCAPE_CHAR_GAP_S
+        return self._pluses < _PLUSES and now - self._plus_at < ESCAPE_CHAR_GAP_S
 
     def feed(self, data: bytes, now: float) -> bytes:
         """The payload in ``data``, received at ``now`` (with held pluses that were data)."""
@@ -43,7 +43,7 @@ class EscapeDetector:
                 self._plus_at = now
                 continue
             # Not an escape: what was held is data, and so is everything from here on.
-            out += b"+" * self._pluses + data[index:]
+            out += bytes([_PLUS]) * self._pluses + data[index:]
             self._pluses = 0
             self._last_data = now
             break
@@ -53,7 +53,7 @@ class EscapeDetector:
         """When :meth:`expire` must run: the after-guard's end, or the char gap's."""
         if self._pluses == 0:
             return None
-        return self._plus_at + (self._guard_s if self._pluses == 3 else ESCAPE_CHAR_GAP_S)
+        return self._plus_at + (self._guard_s if self._pluses == _PLUSES else ESCAPE_CHAR_GAP_S)
 
     def expire(self, now: float) -> tuple[bytes, bool]:
         """Time passed: (held pluses that are data after all, whether ``+++`` was recognised)."""
@@ -61,7 +61,7 @@ class EscapeDetector:
         if deadline is None or now < deadline:
             return b"", False
         pluses, self._pluses = self._pluses, 0
-        if pluses == 3:
+        if pluses == _PLUSES:
             return b"", True
         self._last_data = self._plus_at
-        return b"+" * pluses, False
+        return bytes([_PLUS]) * pluses, False

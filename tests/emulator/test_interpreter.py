@@ -7,6 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simsock.at.note import ESCAPE_CHAR_GAP_S
 from simsock.emulator import (
     Close,
     Interpreter,
@@ -17,7 +18,7 @@ from simsock.emulator import (
     Send,
 )
 from simsock.emulator.interpreter import URC_HOLD_S
-from simsock.emulator.transparent import ESCAPE_CHAR_GAP_S, EscapeDetector
+from simsock.emulator.transparent import EscapeDetector
 
 SCRIPT = (
     b"ATE0\rAT+CSQ\rAT+NETOPEN\r\nAT+CIPRXGET=1\r"

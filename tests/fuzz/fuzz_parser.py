@@ -32,14 +32,15 @@ from typing import Any, Final
 
 from simsock.at import commands as at
 from simsock.at.errors import ProtocolError
-from simsock.at.parser import MAX_HEX_PAYLOAD_BYTES, MAX_LINE_BYTES, Parser
+from simsock.at.note import MAX_HEX_READ_BYTES
+from simsock.at.parser import MAX_LINE_BYTES, Parser
 from simsock.emulator import FaultConfig, Interpreter, ModuleConfig
 
 __all__ = ["TARGETS", "WIRE_PIECES", "fuzz_builders", "fuzz_interpreter", "fuzz_parser", "main"]
 
 #: What the parser may hold after it returned every event it could: an
 #: incomplete line (dropped once over MAX_LINE_BYTES) or a hex payload.
-MAX_BUFFERED_BYTES: Final = max(MAX_LINE_BYTES + 2, 2 * MAX_HEX_PAYLOAD_BYTES + 2)
+MAX_BUFFERED_BYTES: Final = max(MAX_LINE_BYTES + 2, 2 * MAX_HEX_READ_BYTES + 2)
 #: Most events one fuzz input may produce before we call it a loop (per byte fed).
 MAX_EVENTS_PER_BYTE: Final = 2
 

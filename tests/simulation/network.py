@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from simsock.at.errors import CIPOPEN_CONNECT_FAILED
+from simsock.at.errors import CIPOPEN_CONNECT_FAILED, ERR_BIND
 from simsock.emulator.actions import (
     Action,
     Close,
@@ -35,7 +35,6 @@ from simsock.emulator.actions import (
     Send,
     StopListening,
 )
-from simsock.emulator.command import ERR_BIND
 from simsock.emulator.interpreter import Interpreter
 
 __all__ = ["TCP_BEHAVIOURS", "Connection", "SimNetwork"]
