@@ -341,6 +341,7 @@ class Faults:
         """How many of ``available`` output bytes go out in the next piece."""
         if not self.config.chunking:
             return available
+        self.applied["chunk"] += 1
         return min(available, self.rng.randint(1, self.config.chunk_max_bytes))
 
     def _chance(self, p: float) -> bool:

@@ -414,7 +414,7 @@ class _Pieces(asyncio.Protocol):
 async def test_chunking_delivers_output_in_pieces() -> None:
     async with VirtualModem(echo=False, chunking=True, seed=9) as vm:
         loop = asyncio.get_running_loop()
-        sizes: list[int] = []
+        pieces: list[int] = []
         expected = await _answer_of(vm, "ATI")
         for chunk_max in (4, 256):
             transport, protocol = await serial_asyncio.create_serial_connection(
@@ -424,19 +424,20 @@ async def test_chunking_delivers_output_in_pieces() -> None:
                 # the piece bound is an option: give this round its own
                 faults = vm.interpreter.faults
                 faults.config = dataclasses.replace(faults.config, chunk_max_bytes=chunk_max)
+                before = vm.faults_applied["chunk"]
                 transport.write(b"ATI\r")
                 async with asyncio.timeout(5):
                     while len(b"".join(protocol.pieces)) < len(expected):
                         await asyncio.sleep(0.01)
+                # however the pieces were cut, the host reassembles the same answer
                 assert b"".join(protocol.pieces) == expected
-                sizes.append(len(protocol.pieces))
+                pieces.append(vm.faults_applied["chunk"] - before)
             finally:
                 transport.close()
-        # What the host reads may merge several pieces (the reader runs when the
-        # loop gets to it), so compare counts, not sizes: 4-byte pieces arrive in
-        # clearly more reads than the whole answer in one 256-byte piece.
-        assert sizes[0] >= 3
-        assert sizes[0] > sizes[1]
+        # Count the pieces the module wrote, not the host's reads: the pty may merge
+        # pieces when the machine is busy (CI saw one read for the whole answer).
+        assert pieces[0] >= len(expected) // 4
+        assert pieces[0] > pieces[1] >= 1
 
 
 async def test_latency_jitter(open_host: HostOpener) -> None:
