@@ -29,6 +29,7 @@ from ..at.link import Link
 from ..driver.driver import Driver
 from .dns import NameCache
 from .endpoint import LinkEndpoint
+from .link_socket import LinkSocket
 
 __all__ = ["LinkDatagramTransport"]
 
@@ -51,6 +52,14 @@ class LinkDatagramTransport(LinkEndpoint, asyncio.DatagramTransport):
         resolve: Callable[[str, int], Awaitable[str]] | None = None,
         names: NameCache | None = None,
     ) -> None:
+        if "socket" not in extra:  # asyncio's datagram transports carry one (aiocoap reads it)
+            sockname = extra.get("sockname") or ("0.0.0.0", 0)
+            extra = {
+                **extra,
+                "socket": LinkSocket(
+                    driver, link.number, sockname, remote_addr, kind=socket.SOCK_DGRAM
+                ),
+            }
         super().__init__(driver, link, protocol, extra)
         self._remote = remote_addr
         self._resolve = resolve

@@ -4,6 +4,13 @@
 hold one module link and differ only in how data moves; the life cycle
 (``close``, ``abort``, ``_force_close``, ``connection_lost`` exactly once) is
 written once here.
+
+What ``connection_lost`` gets follows asyncio: ``None`` after ``abort()``,
+whatever happens to the link afterwards; after ``close()``, ``None`` too when
+the link ends because the modem closed (:class:`~simsock.EngineClosedError`):
+the application asked for the end, and the modem's closing only finished it.
+An error that the close itself meets (the peer resets the link while queued
+bytes are flushed) is still reported, as asyncio reports a failed flush.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..at.errors import EngineClosedError
 from ..at.link import Link
 from ..driver.driver import Driver
 
@@ -42,6 +50,8 @@ class LinkEndpoint:
         self._protocol = protocol
         self._closing = False
         self._lost = False
+        self._closed_by_app = False  # close() was called
+        self._aborted = False  # abort() was called
         self._lost_callbacks: list[Callable[[], None]] = []
 
     def _attach(self) -> None:
@@ -61,6 +71,7 @@ class LinkEndpoint:
         if self._closing or self._lost:
             return
         self._closing = True
+        self._closed_by_app = True
         self._driver.close_link(self._link)
 
     def abort(self) -> None:
@@ -68,6 +79,7 @@ class LinkEndpoint:
         if self._lost:
             return
         self._closing = True
+        self._aborted = True
         self._driver.close_link(self._link, abort=True)
         self._loop.call_soon(self._call_connection_lost, None)
 
@@ -76,13 +88,29 @@ class LinkEndpoint:
         if self._lost:
             return
         self._closing = True
+        if exc is None:  # Python 3.12+'s TLS transport aborts through here
+            self._aborted = True
         self._driver.close_link(self._link, abort=True)
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def link_lost(self, exc: BaseException | None) -> None:
-        """(driver) The link is over."""
+        """(driver) The link is over; after ``abort()``/``close()`` see the module docstring."""
+        if self._aborted or (self._app_closed() and isinstance(exc, EngineClosedError)):
+            exc = None
         self._closing = True
         self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _app_closed(self) -> bool:
+        """``close()`` was called here, or on the TLS transport layered on this one.
+
+        asyncio's ``SSLProtocol`` closes the link only once its TLS shutdown is
+        done; until then the application's ``close()`` shows only on its
+        transport (``is_closing()``).
+        """
+        if self._closed_by_app:
+            return True
+        app_transport = getattr(self._protocol, "_app_transport", None)
+        return app_transport is not None and bool(app_transport.is_closing())
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         if self._lost:

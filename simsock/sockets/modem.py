@@ -200,7 +200,9 @@ class Modem(ModuleControl):
         ``OSError(EMFILE)`` when both links are in use. While the module
         recovers its network the call waits for it, up to the connect
         timeout, then raises ``OSError(ENETDOWN)``. With ``ssl``, TLS runs on
-        the host through ``loop.start_tls``.
+        the host through ``loop.start_tls``. ``local_port`` is AT+CIPOPEN's
+        ``<local_port>``; ``get_extra_info("sockname")`` reports it, or port 0
+        when the module chose one (it never says which).
         """
         number = service_port(port, "tcp")
         check_port(number)
@@ -247,7 +249,9 @@ class Modem(ModuleControl):
         except BaseException:
             self._driver.close_link(link, abort=True)
             raise
-        sockname = (self._info.ip_address or "0.0.0.0", 0)
+        # The module reports no local port of its own choosing (3.3: AT+CIPOPEN?
+        # shows the remote end only): the one asked for, else 0.
+        sockname = (self._info.ip_address or "0.0.0.0", local_port or 0)
         transport = LinkTransport(
             self._driver, link, protocol, {"peername": (ip, port), "sockname": sockname}
         )

@@ -7,17 +7,25 @@ It honours the asyncio contract the way ``_SelectorSocketTransport`` does:
 exactly once. Flow control works both ways: ``pause_reading`` stops the
 session's ``AT+CIPRXGET`` reads for the link (data waits in the module), and
 ``pause_writing`` is called while the write buffer is above its high-water mark.
+
+``get_extra_info("socket")`` is a :class:`~simsock.sockets.link_socket.LinkSocket`
+(addresses and the options the module has; no file descriptor), and
+``loop.sendfile(transport, file)`` works through asyncio's fallback (read the
+file, write it with flow control): the module has no zero-copy path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from asyncio import constants, transports
 from typing import Any
 
 from ..at.link import Link
 from ..driver.driver import Driver
 from .endpoint import LinkEndpoint
+from .link_socket import LinkSocket
 
 __all__ = ["TLS_WRITE_HIGH_WATER_BYTES", "LinkTransport", "deliver", "start_tls_for"]
 
@@ -27,11 +35,27 @@ logger = logging.getLogger("simsock.sockets")
 DEFAULT_HIGH_WATER_BYTES = 64 * 1024
 
 
-class LinkTransport(LinkEndpoint, asyncio.Transport):
+class _FlowControl(transports._FlowControlMixin):
+    """asyncio's write flow-control base, built on the running loop.
+
+    ``loop.sendfile``'s fallback accepts only ``_FlowControlMixin``
+    transports (an ``isinstance`` check in Lib/asyncio/base_events.py), and
+    reads their ``_protocol_paused``; LinkTransport keeps its own water marks
+    under the mixin's names.
+    """
+
+    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(extra, loop=asyncio.get_running_loop())
+
+
+class LinkTransport(LinkEndpoint, _FlowControl):
     """A module link as an asyncio transport; see the module docstring."""
 
     # loop.start_tls() accepts only transports that say so (Lib/asyncio/base_events.py).
     _start_tls_compatible = True
+    # loop.sendfile(): no native path (no file descriptor); asyncio's fallback reads
+    # the file and writes it, waiting on pause_writing / resume_writing.
+    _sendfile_compatible = constants._SendfileMode.FALLBACK
 
     def __init__(
         self,
@@ -40,8 +64,17 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
         protocol: asyncio.BaseProtocol,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        extra = dict(extra or {})
+        if "socket" not in extra:
+            sockname = extra.get("sockname") or ("0.0.0.0", 0)
+            peername = extra.get("peername") or link.peer
+            extra["socket"] = LinkSocket(
+                driver, link.number, sockname, peername, kind=socket.SOCK_STREAM
+            )
         super().__init__(driver, link, protocol, extra)
         self._protocol_paused = False
+        # The protocols told pause_writing and not yet resume_writing (see set_protocol).
+        self._paused_protocols: list[asyncio.BaseProtocol] = []
         self._high_water = DEFAULT_HIGH_WATER_BYTES
         self._low_water = DEFAULT_HIGH_WATER_BYTES // 4
         # Data that arrives while reading is paused waits here (push mode cannot
@@ -174,8 +207,14 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
         if self._protocol_paused or self.get_write_buffer_size() <= self._high_water:
             return
         self._protocol_paused = True
+        self._tell_paused(self._protocol)
+
+    def _tell_paused(self, protocol: asyncio.BaseProtocol) -> None:
+        if any(told is protocol for told in self._paused_protocols):
+            return
+        self._paused_protocols.append(protocol)
         try:
-            self._protocol.pause_writing()
+            protocol.pause_writing()
         except Exception:
             logger.exception("pause_writing raised")
 
@@ -183,10 +222,25 @@ class LinkTransport(LinkEndpoint, asyncio.Transport):
         """(driver) The module confirmed a send: resume the protocol below the low mark."""
         if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
             self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except Exception:
-                logger.exception("resume_writing raised")
+            told, self._paused_protocols = self._paused_protocols, []
+            if any(protocol is self._protocol for protocol in told):
+                try:
+                    self._protocol.resume_writing()
+                except Exception:
+                    logger.exception("resume_writing raised")
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Replace the protocol; while writing is paused, the new one is told so first.
+
+        asyncio's model: the pause belongs to the transport and the current
+        protocol hears the resume. A protocol that never heard the pause would
+        then get a ``resume_writing`` alone, which ``StreamReaderProtocol``
+        rejects. ``loop.sendfile`` hands the transport back so: it writes 16 KiB
+        blocks until the link pauses, so a large file ends above the mark.
+        """
+        super().set_protocol(protocol)
+        if self._protocol_paused:
+            self._tell_paused(protocol)
 
 
 #: Write-buffer high-water mark put on a TLS transport after the handshake.

@@ -5,12 +5,15 @@ same kind of real peer on 127.0.0.1, once over a host socket
 (``loop.create_connection``) and once over a module link
 (``modem.create_connection``), and compares the protocol callbacks both
 receive (data callbacks merged, since the chunking differs) and what the
-peer received.
+peer received. Further: ``loop.sendfile`` over a link (asyncio's fallback),
+and ``connection_lost(None)`` when the modem closes after ``abort()`` or
+``close()``, as asyncio gives after those calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -20,6 +23,9 @@ from typing import Any
 import pytest
 
 import simsock
+from simsock.emulator import VirtualModem
+
+from .conftest import cipopens
 
 PAYLOAD = os.urandom(40_000)
 
@@ -222,3 +228,116 @@ async def test_set_protocol_and_write_buffer_limits(
         transport.write_eof()
     transport.close()
     await asyncio.wait_for(second.lost.wait(), 10)
+
+
+# -- loop.sendfile ---------------------------------------------------------------------
+
+FILE_BYTES = 300_000
+
+
+async def _sink_server() -> tuple[asyncio.Server, asyncio.Queue[bytes]]:
+    """A host server that keeps what each client sent, up to its end."""
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.put_nowait(await reader.read())
+        writer.close()
+
+    return await asyncio.start_server(keep, "127.0.0.1", 0), got
+
+
+@pytest.mark.parametrize(("offset", "count"), [(0, None), (1000, 200_000)])
+async def test_loop_sendfile_over_a_link(
+    modem: simsock.Modem, tmp_path: Any, offset: int, count: int | None
+) -> None:
+    """asyncio's fallback (read, write, wait for resume_writing) carries a real file."""
+    content = os.urandom(FILE_BYTES)
+    path = tmp_path / "payload.bin"
+    path.write_bytes(content)
+    from_file = content[offset : offset + count if count else None]
+    loop = asyncio.get_running_loop()
+    server, got = await _sink_server()
+    async with server:
+        recorder = Recorder()
+        transport, _ = await modem.create_connection(
+            lambda: recorder, "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        sent_before = modem.engine.stats.payload_sent
+        with path.open("rb") as file:
+            async with asyncio.timeout(25):
+                sent = await loop.sendfile(transport, file, offset, count)
+            assert sent == len(from_file)
+            assert file.tell() == offset + len(from_file)  # as asyncio leaves it
+        # the transport is the application's again: its protocol, reading on
+        assert transport.get_protocol() is recorder
+        assert transport.is_reading()
+        transport.write(b"and the tail")
+        transport.close()
+        await asyncio.wait_for(recorder.lost.wait(), 25)
+        arrived = await asyncio.wait_for(got.get(), 10)
+    expected = from_file + b"and the tail"
+    assert len(arrived) == len(expected)
+    assert hashlib.sha256(arrived).digest() == hashlib.sha256(expected).digest()
+    assert modem.engine.stats.payload_sent - sent_before == len(expected)  # via AT+CIPSEND
+    assert cipopens(modem) == 1
+    # flow control calls come in pairs: the application's protocol never gets a
+    # resume_writing it was not paused for (StreamReaderProtocol asserts on that)
+    assert recorder.events[0] == "connection_made"
+    assert recorder.events[-1] == "connection_lost(None)"
+    assert recorder.events[1:-1] in ([], ["pause_writing", "resume_writing"])
+
+
+# -- closing the modem after the application closed the transport -----------------------
+
+
+@pytest.mark.parametrize("how", ["abort", "close", "close_tls"])
+async def test_modem_closing_after_the_app_closed_reports_no_error(
+    vm: VirtualModem, how: str, certs: Any
+) -> None:
+    """asyncio gives connection_lost(None) after abort()/close(); so does a link whose
+    modem is closed meanwhile (the link was still flushing or closing)."""
+    server, _ = await _sink_server() if how != "close_tls" else await _tls_sink(certs.server)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        modem = await simsock.open_modem(vm.url, trace_lines=100)
+        recorder = Recorder()
+        if how == "close_tls":
+            transport, _ = await modem.create_connection(
+                lambda: recorder, "localhost", port, ssl=certs.client
+            )
+        else:
+            transport, _ = await modem.create_connection(lambda: recorder, "127.0.0.1", port)
+        transport.write(PAYLOAD)  # still queued when the modem goes
+        if how == "abort":
+            transport.abort()
+        else:
+            transport.close()
+        await modem.close()
+        await asyncio.wait_for(recorder.lost.wait(), 10)
+    assert cipopens(modem) == 1
+    assert recorder.events[-1] == "connection_lost(None)"
+
+
+async def _tls_sink(context: Any) -> tuple[asyncio.Server, asyncio.Queue[bytes]]:
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            got.put_nowait(await reader.read())
+        writer.close()
+
+    return await asyncio.start_server(keep, "127.0.0.1", 0, ssl=context), got
+
+
+async def test_an_error_before_close_is_still_reported(vm: VirtualModem) -> None:
+    """The modem closing under an open link is an error for the protocol (not hidden)."""
+    server, _ = await _sink_server()
+    async with server:
+        modem = await simsock.open_modem(vm.url)
+        recorder = Recorder()
+        await modem.create_connection(
+            lambda: recorder, "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        await modem.close()
+        await asyncio.wait_for(recorder.lost.wait(), 10)
+    assert recorder.events[-1] == "connection_lost(EngineClosedError)"
