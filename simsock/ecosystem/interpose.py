@@ -4,8 +4,7 @@ Inside the block, the running loop's ``create_connection``,
 ``create_server``, ``create_datagram_endpoint`` and ``getaddrinfo`` go through
 the module, and with them ``asyncio.open_connection`` and
 ``asyncio.start_server`` (which call the loop's methods). Libraries built on
-those (redis-py's asyncio client, websockets, aiohttp's connector...) run
-unchanged::
+those (redis-py's asyncio client, websockets, gmqtt) run unchanged::
 
     async with simsock.open_modem(url) as modem:
         with use_modem(modem):
@@ -14,10 +13,10 @@ unchanged::
 
 Which calls are redirected, and why this way:
 
-- Only the loop the block runs on is touched, and only for the block: the
+- Only the loop the block runs on is redirected, and only for the block: the
   four methods are set as attributes of that loop object and deleted on exit,
-  so other loops (other threads) and code after the block see the host's
-  network.
+  so other loops (other threads) and code after the block are not sent to
+  the module.
 - The virtual SIM7028 reaches real host sockets with these same loop methods,
   often on the same loop. Redirecting those calls would send the emulator's
   own connections back into the module, endlessly. So a call is left to the
@@ -34,39 +33,60 @@ Which calls are redirected, and why this way:
   task and the tasks it starts).
 - Calls given a ready socket (``sock=``) stay on the host: the socket is one.
 
-What cannot be redirected: code that makes its own sockets (``socket.socket``,
-``loop.sock_connect``, anyio's listeners, trio), and code that needs the
-socket behind a transport (``get_extra_info("socket")`` is ``None`` here; redis
-checks and skips, anyio's ``SocketStream`` does not, so ``anyio.connect_tcp``
-and httpx's default transport fail: use :mod:`simsock.ecosystem.anyio_streams`
-and :class:`~simsock.ecosystem.httpx_backend.ModemTransport`).
+Everything else that would reach the host's network is refused while the
+block runs (:mod:`simsock.ecosystem.guard`, process-wide, every thread):
+``socket.create_connection``, ``socket.socket.connect`` / ``bind`` /
+``listen`` / ``sendto``, the loop's ``sock_connect`` / ``sock_sendto``. They
+raise :class:`~simsock.ecosystem.guard.HostNetworkBlockedError` (a
+``PermissionError``, ``EACCES``) instead of leaking over Ethernet or Wi-Fi.
+That is what happens to paho-mqtt/aiomqtt (``socket.create_connection`` in a
+thread), aiohttp's connector (aiohappyeyeballs makes its own socket and calls
+``loop.sock_connect``) and aiocoap's default transport (its own UDP socket):
+they need simsock's glue, never a silent fallback.
+:class:`~simsock.ecosystem.mqtt.ModemMqttClient` / ``attach_modem`` for
+paho and aiomqtt, :class:`~simsock.ecosystem.aiohttp_connector.ModemConnector`
+for aiohttp, ``transports=["simple6"]`` for aiocoap, and a real socket from
+:func:`~simsock.ecosystem.socket_relay.socket_for` for other blocking code.
+``use_modem(modem, allow_host=True)`` keeps only the redirection and turns
+the guard off. ``AF_UNIX`` sockets and socketpairs always work.
+
+A link's transport has a socket stand-in
+(:class:`~simsock.sockets.link_socket.LinkSocket`) in
+``get_extra_info("socket")``, so code that looks at it (anyio's
+``SocketStream``, and with it ``anyio.connect_tcp`` and httpx's default
+transport) runs unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import errno
 import logging
 import random
 import socket
 import ssl as ssl_module
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..sockets.transport import start_tls_for
+from .guard import (
+    DEFAULT_EXEMPT_MODULES,
+    HostNetworkBlockedError,
+    called_from,
+    exempt_loop,
+    guard_host_network,
+    host_network,
+    host_network_requested,
+)
 
 if TYPE_CHECKING:
     from ..sockets.modem import Modem
 
-__all__ = ["ModemInterposer", "host_network", "use_modem"]
+__all__ = ["HostNetworkBlockedError", "ModemInterposer", "host_network", "use_modem"]
 
 logger = logging.getLogger("simsock.ecosystem")
 
-#: Callers in these modules (and their submodules) keep the host's network.
-DEFAULT_EXEMPT_MODULES = ("simsock.emulator",)
 #: Listening on port 0: the module cannot pick a port, so we do, from the
 #: IANA dynamic range (RFC 6335), a few times before giving up.
 EPHEMERAL_PORTS = range(49152, 65536)
@@ -74,31 +94,7 @@ EPHEMERAL_TRIES = 5
 #: The module accepts 1-3 pending clients per server (3.14).
 MODULE_BACKLOG_MAX = 3
 
-_host_network: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "simsock_host_network", default=False
-)
 _PATCHED = ("create_connection", "create_server", "create_datagram_endpoint", "getaddrinfo")
-
-
-@contextlib.contextmanager
-def host_network() -> Iterator[None]:
-    """Inside ``use_modem``: calls made in this block (and tasks it starts) use the host."""
-    token = _host_network.set(True)
-    try:
-        yield
-    finally:
-        _host_network.reset(token)
-
-
-def _caller_module(depth: int) -> str:
-    """The module of the first caller outside asyncio and this module."""
-    frame = sys._getframe(depth + 1)
-    while frame is not None:
-        name = str(frame.f_globals.get("__name__", ""))
-        if name not in (__name__, "asyncio") and not name.startswith("asyncio."):
-            return name
-        frame = frame.f_back  # type: ignore[assignment]
-    return ""
 
 
 class ModemInterposer:
@@ -132,11 +128,8 @@ class ModemInterposer:
             vars(self.loop).pop(name, None)
         self._original.clear()
 
-    def _to_host(self, depth: int = 2) -> bool:
-        if _host_network.get():
-            return True
-        caller = _caller_module(depth)
-        return any(caller == m or caller.startswith(m + ".") for m in self.exempt_modules)
+    def _to_host(self) -> bool:
+        return host_network_requested() or called_from(self.exempt_modules)
 
     # -- the loop's methods ----------------------------------------------------------
 
@@ -311,18 +304,27 @@ def use_modem(
     *,
     loop: asyncio.AbstractEventLoop | None = None,
     exempt_modules: Iterable[str] = DEFAULT_EXEMPT_MODULES,
+    allow_host: bool = False,
 ) -> Iterator[ModemInterposer]:
     """Route the running loop's TCP/UDP/DNS calls through ``modem`` for the block.
 
     See the module docstring for what is redirected and what stays on the
     host (the virtual modem's own calls, ``host_network()`` blocks, ``sock=``).
-    Connections opened in the block outlive it; new ones after it use the host.
+    Any other use of the host's network in the process raises
+    ``HostNetworkBlockedError`` until the block ends, unless ``allow_host`` is
+    true: then only the redirection applies, and calls made on this loop's
+    thread pass even while another block guards. Connections opened in the
+    block outlive it; new ones after it use the host.
     """
-    interposer = ModemInterposer(
-        modem, loop or asyncio.get_running_loop(), exempt_modules=exempt_modules
-    )
+    exempt = tuple(exempt_modules)
+    interposer = ModemInterposer(modem, loop or asyncio.get_running_loop(), exempt_modules=exempt)
     interposer.install()
     try:
-        yield interposer
+        if allow_host:
+            guard: contextlib.AbstractContextManager[None] = exempt_loop(interposer.loop)
+        else:
+            guard = guard_host_network(interposer.loop, exempt_modules=exempt)
+        with guard:
+            yield interposer
     finally:
         interposer.uninstall()
