@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 from . import __version__
+from .proxy import cli as proxy_cli
 
 __all__ = ["main", "modem_session"]
 
@@ -298,6 +299,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from .trace import add_replay_arguments
 
     add_replay_arguments(replay)
+    proxy_cli.add_parser(sub)
 
     sub.add_parser(
         "bench",
@@ -508,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .trace import run_replay
 
             return run_replay(args)
-        runners = {"at": _run_at, "probe": _run_probe, "get": _run_get}
+        runners = {"at": _run_at, "probe": _run_probe, "get": _run_get, "proxy": proxy_cli.run}
         return _run(runners[args.command](args))
     except BrokenPipeError:
         # The reader of our output went away (| head): not an error of ours.
