@@ -37,6 +37,10 @@ logger = logging.getLogger("simsock.emulator")
 #: in memory faster than the line carries it.
 SERIAL_BACKLOG_HIGH: Final = 16 * 1024
 SERIAL_BACKLOG_LOW: Final = 4 * 1024
+#: A port read that took longer than this (s) waited for its bytes: they came
+#: just now, the line was idle before them (a read of bytes already there
+#: returns without yielding, in microseconds).
+READ_WAIT_S: Final = 0.0002
 
 DEFAULT_ALLOW_HOSTS: Final = ("127.0.0.1", "::1", "localhost")
 
@@ -385,24 +389,43 @@ class VirtualModem:
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
         pacer = Pacer(self.baudrate)
+        try:
+            await self._read_paced(loop, pacer)
+        finally:
+            pacer.close()
+
+    async def _read_paced(self, loop: asyncio.AbstractEventLoop, pacer: Pacer) -> None:
         while True:
+            asked = loop.time()
             data = await self._port.read(pacer.chunk_bytes)
-            await pacer.spend(len(data))  # the bytes are in once the line carried them
+            # Bytes the port had to wait for came just now; bytes that were already
+            # there followed the previous ones on the line.
+            waited = loop.time() - asked > READ_WAIT_S
+            await pacer.spend(len(data), waited=waited)  # in once the line carried them
             self._interpreter.receive_data(data, loop.time())
             self._pump()
 
     async def _write_loop(self) -> None:
         pacer = Pacer(self.baudrate)
+        try:
+            await self._write_paced(pacer)
+        finally:
+            pacer.close()
+
+    async def _write_paced(self, pacer: Pacer) -> None:
         faults = self._interpreter.faults
+        waited = True
         while True:
             if not self._outbuf:
                 self._output_ready.clear()
                 await self._output_ready.wait()
+                waited = True  # the line idled until this output was made
                 continue
             size = faults.chunk_size(min(len(self._outbuf), pacer.chunk_bytes))
             chunk = bytes(self._outbuf[:size])
             del self._outbuf[: len(chunk)]
-            await pacer.spend(len(chunk))
+            await pacer.spend(len(chunk), waited=waited)
+            waited = False
             await self._port.write(chunk)
             if faults.config.chunking:
                 await asyncio.sleep(0)  # let the host read this piece on its own

@@ -176,3 +176,21 @@ async def test_output_is_paced_at_the_baud_rate(open_host: HostOpener, peer: Pee
             await host.send_payload(0, payload)
         assert 0.49 <= time.monotonic() - started <= 0.8
     server.close()
+
+
+async def test_a_quick_turnaround_gets_no_line_time_back(open_host: HostOpener) -> None:
+    """A command sent the moment the previous answer arrived still takes its wire time:
+    the line idled in between and gives none of that back. (The pacing once guessed
+    idleness from the gap between reads and let such a line start in the past, so
+    every command turn of the benchmarks crossed the line faster than it can.)"""
+    baud = 921_600
+    line = b"AT" + b"Z" * 2997 + b"\r"  # an unknown command: answered ERROR at its CR
+    wire_s = len(line) * 10 / baud  # 32.6 ms
+    async with VirtualModem(baudrate=baud, echo=False) as vm:
+        host = await open_host(vm.url, baudrate=baud)
+        for _ in range(3):
+            assert await host.command("AT") == ["OK"]
+            started = time.monotonic()  # at once after OK: the turnaround of a fast host
+            await host.send(line)
+            await host.wait_line(r"ERROR$")
+            assert time.monotonic() - started >= wire_s
