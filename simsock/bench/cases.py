@@ -24,7 +24,18 @@ import simsock
 
 from .peer import payload
 
-__all__ = ["Download", "Meter", "Peer", "Run", "Transfer", "Upload", "measure", "request_response"]
+__all__ = [
+    "Download",
+    "Exchanges",
+    "Meter",
+    "Peer",
+    "Run",
+    "Transfer",
+    "Upload",
+    "exchanges",
+    "measure",
+    "stop_child",
+]
 
 #: Where the far end's servers listen.
 PEER_HOST = "127.0.0.1"
@@ -37,10 +48,13 @@ SIMSOCK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(simsock.__file__)
 class Peer:
     """A running :mod:`simsock.bench.peer` process: its modems' URLs and its servers' ports."""
 
-    def __init__(self, baud: int | None, *, latency_s: float = 0.0, count: int = 1) -> None:
+    def __init__(
+        self, baud: int | None, *, latency_s: float = 0.0, count: int = 1, transport: str = "pty"
+    ) -> None:
         self.baud = baud
         self.latency_s = latency_s
         self.count = count
+        self.transport = transport
         self.urls: list[str] = []
         self.ports: dict[str, int] = {}
         self._proc: asyncio.subprocess.Process | None = None
@@ -57,6 +71,8 @@ class Peer:
             str(self.latency_s),
             "--count",
             str(self.count),
+            "--transport",
+            self.transport,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": path},
@@ -83,16 +99,20 @@ class Peer:
         return await self._line()
 
     async def __aexit__(self, *exc: object) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await stop_child(self._proc)
+
+
+async def stop_child(proc: asyncio.subprocess.Process | None) -> None:
+    """End a helper process that runs until its standard input closes (kill after 5 s)."""
+    if proc is None:
+        return
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), 5)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 @dataclass
@@ -221,34 +241,49 @@ async def measure(modems: list[simsock.Modem], transfers: list[Transfer]) -> Run
             await transfer.close()
 
 
-async def request_response(
-    modem: simsock.Modem, port: int, size: int, count: int
-) -> tuple[bool, list[float], tuple[int, int]]:
-    """``count`` echoes of ``size``-byte messages, one at a time.
+@dataclass
+class Exchanges:
+    """Small request/answer exchanges, one at a time: times, and the line per exchange."""
 
-    Returns (every echo exact, each round trip in s, (up, down) wire bytes per message).
+    exact: bool
+    times: list[float]
+    up_bytes: float  # per exchange
+    down_bytes: float
+    commands: float
+
+
+async def exchanges(
+    modem: simsock.Modem, port: int, out_bytes: int, in_bytes: int, count: int
+) -> Exchanges:
+    """``count`` exchanges: ``out_bytes`` written, ``in_bytes`` awaited in answer.
+
+    The echo server answers a message with itself (``in_bytes == out_bytes``);
+    the ack server answers a 64-byte publish with a 4-byte PUBACK naming it.
     """
     reader, writer = await modem.open_connection(PEER_HOST, port)
     exact = True
     times: list[float] = []
+
+    async def one(index: int) -> bool:
+        message = payload(out_bytes, index)
+        writer.write(message)
+        answer = await reader.readexactly(in_bytes)
+        return answer == (message if in_bytes == out_bytes else b"\x40\x02" + message[2:4])
+
     try:
         for index in range(3):  # warm up: the first exchanges pay for lazy set-up
-            writer.write(payload(size, index))
-            await reader.readexactly(size)
+            await one(index)
         before = _snapshot([modem])
         for index in range(count):
-            message = payload(size, index)
             start = time.perf_counter()
-            writer.write(message)
-            echoed = await reader.readexactly(size)
+            exact = await one(index) and exact
             times.append(time.perf_counter() - start)
-            exact = exact and echoed == message
         after = _snapshot([modem])
     finally:
         writer.close()
         await writer.wait_closed()
-    per_message = ((after[0] - before[0]) // count, (after[1] - before[1]) // count)
-    return exact, times, per_message
+    up, down, commands = ((b - a) / count for a, b in zip(before, after, strict=True))
+    return Exchanges(exact, times, up, down, commands)
 
 
 def median_run(runs: list[Run], key: str = "elapsed_s") -> Run:

@@ -10,8 +10,9 @@ host's side of the pty, so they depend on nothing but the emulator:
   module consumes it at the line rate and answers ``ERROR`` when its ``<CR>``
   arrives, so the rate is the line's length over the time to ``ERROR``;
 - idle credit: a shorter line (``CREDIT_LINE_BYTES``, an unknown command, so
-  ``ERROR``) sent after a short and after a long idle gap; on a faithful line
-  both answers take at least the line's wire time.
+  ``ERROR``) sent the moment an ``OK`` arrived, and after a short and a long
+  idle gap; on a faithful line every answer takes at least the line's wire
+  time.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ WARMUP_S: Final = 0.5
 WINDOW_S: Final = 1.0
 #: The idle-credit probe: a line this long (bytes) ...
 CREDIT_LINE_BYTES: Final = 400
-#: ... after these idle gaps (s): shorter and longer than the emulator's pacing slack.
-CREDIT_GAPS_S: Final = (0.04, 0.3)
+#: ... after these idle gaps (s); 0 is a turnaround: sent the moment an ``OK`` arrived.
+CREDIT_GAPS_S: Final = (0.0, 0.04, 0.3)
 #: How many probes per gap.
 CREDIT_PROBES: Final = 5
 #: Longest wait for an expected answer (s).
@@ -121,7 +122,10 @@ async def _credit(port: RawPort, capacity: float) -> dict[str, Any]:
     for gap in CREDIT_GAPS_S:
         times = []
         for _ in range(CREDIT_PROBES):
-            await asyncio.sleep(gap)
+            if gap:
+                await asyncio.sleep(gap)
+            else:
+                await port.command("AT")
             port.buffer.clear()
             start = time.perf_counter()
             await port.write(b"AT" + b"Z" * (CREDIT_LINE_BYTES - 2) + b"\r")

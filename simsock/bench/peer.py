@@ -22,14 +22,16 @@ import random
 import resource
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Literal
 
 from ..emulator import VirtualModem
 
-__all__ = ["BLAST_CHUNK_BYTES", "main", "payload"]
+__all__ = ["BLAST_CHUNK_BYTES", "PUBLISH_BYTES", "main", "payload"]
 
 #: What the blast server writes per call (bytes).
 BLAST_CHUNK_BYTES: Final = 16 * 1024
+#: The size of one publish the ack server answers (bytes).
+PUBLISH_BYTES: Final = 64
 #: The longest request line the source and sink servers accept (bytes).
 REQUEST_LINE_MAX_BYTES: Final = 64
 
@@ -85,6 +87,19 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
+async def _ack(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An MQTT-like broker: every :data:`PUBLISH_BYTES`-byte publish gets a 4-byte PUBACK."""
+    try:
+        while True:
+            publish = await reader.readexactly(PUBLISH_BYTES)
+            writer.write(b"\x40\x02" + publish[2:4])  # PUBACK, the packet identifier
+            await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
 async def _blast(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Write random bytes until the client goes away (the serial line pacing check)."""
     chunk = payload(BLAST_CHUNK_BYTES, 0)
@@ -103,7 +118,9 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def serve(baud: int | None, latency_s: float, count: int) -> None:
+async def serve(
+    baud: int | None, latency_s: float, count: int, transport: Literal["pty", "tcp"] = "pty"
+) -> None:
     """Start everything, announce it on stdout, answer ``stats`` until stdin closes."""
     servers = {
         name: await asyncio.start_server(handler, "127.0.0.1", 0)
@@ -111,12 +128,15 @@ async def serve(baud: int | None, latency_s: float, count: int) -> None:
             ("source", _source),
             ("sink", _sink),
             ("echo", _echo),
+            ("ack", _ack),
             ("blast", _blast),
         )
     }
     async with contextlib.AsyncExitStack() as stack:
         modems = [
-            await stack.enter_async_context(VirtualModem(baudrate=baud, latency_s=latency_s))
+            await stack.enter_async_context(
+                VirtualModem(baudrate=baud, latency_s=latency_s, transport=transport)
+            )
             for _ in range(count)
         ]
         ports = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
@@ -138,10 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baud", default="none", help="line rate, or 'none' for unpaced")
     parser.add_argument("--latency", type=float, default=0.0, help="module latency (s)")
     parser.add_argument("--count", type=int, default=1, help="how many virtual modems")
+    parser.add_argument(
+        "--transport", choices=("pty", "tcp"), default="pty", help="the modems' serial port"
+    )
     args = parser.parse_args(argv)
     baud = None if args.baud == "none" else int(args.baud)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(baud, args.latency, args.count))
+        asyncio.run(serve(baud, args.latency, args.count, args.transport))
     return 0
 
 

@@ -12,7 +12,7 @@ more, and every short answer (``OK``, a ``>`` prompt) would reach the host
 late by up to that, several percent of a 921600-baud command turn. The
 last stretch of each wait is therefore slept in a thread of the pacer's own
 (``time.sleep`` wakes within tens of microseconds), which wakes the loop
-when it is done.
+when it is done, and the final 150 µs are spun on the loop.
 """
 
 from __future__ import annotations
@@ -39,8 +39,12 @@ PACING_SLICE_S: Final = 0.005
 PACING_SLACK_S: Final = 0.05
 #: Waits longer than this (s) begin on the loop's coarse timer ...
 COARSE_WAIT_S: Final = 0.003
-#: ... which is left this much (s) early, for the precise thread to finish.
+#: ... which is left this much (s) early, for the precise thread to finish ...
 PRECISE_TAIL_S: Final = 0.0015
+#: ... which in turn hands back this much (s) early: a thread's wake-up and the
+#: loop's take 40-150 µs, so the last stretch is waited on the loop itself,
+#: spinning (at most this long per wait).
+SPIN_S: Final = 0.00015
 
 
 #: prctl(2) option that sets the calling thread's timer slack (Linux).
@@ -77,13 +81,14 @@ class Pacer:
         if remaining > COARSE_WAIT_S:
             await asyncio.sleep(remaining - PRECISE_TAIL_S)
             remaining = deadline - loop.time()
-        if remaining <= 0:
-            return
-        if self._timer is None:
-            self._timer = ThreadPoolExecutor(
-                1, thread_name_prefix="simsock-pacer", initializer=tight_timer_slack
-            )
-        await loop.run_in_executor(self._timer, time.sleep, remaining)
+        if remaining > SPIN_S:
+            if self._timer is None:
+                self._timer = ThreadPoolExecutor(
+                    1, thread_name_prefix="simsock-pacer", initializer=tight_timer_slack
+                )
+            await loop.run_in_executor(self._timer, time.sleep, remaining - SPIN_S)
+        while loop.time() < deadline:
+            pass  # at most SPIN_S, unless the thread came back early
 
     @property
     def chunk_bytes(self) -> int:
