@@ -11,8 +11,9 @@
   ``create_connection``, ``create_server``, ``create_datagram_endpoint`` and
   ``getaddrinfo`` go through the module, and every other use of the host's
   network raises :class:`HostNetworkBlockedError` (:mod:`simsock.ecosystem.guard`).
-- :mod:`simsock.ecosystem.socket_relay`: ``socket_for`` / ``udp_socket_for``,
-  a real socket relayed to a module link, for blocking code.
+- :mod:`simsock.ecosystem.socket_relay` and :mod:`~simsock.ecosystem.udp_relay`:
+  ``socket_for`` / ``udp_socket_for``, a real socket relayed to a module link,
+  for blocking code.
 - :mod:`simsock.ecosystem.mqtt`: ``ModemMqttClient`` and ``attach_modem`` for
   paho-mqtt and aiomqtt (the ``mqtt`` extra).
 - :mod:`simsock.ecosystem.aiohttp_connector`: ``ModemConnector`` for
@@ -39,7 +40,7 @@ _LAZY = {
     "HostNetworkBlockedError": "simsock.ecosystem.guard",
     "RelayedSocket": "simsock.ecosystem.socket_relay",
     "socket_for": "simsock.ecosystem.socket_relay",
-    "udp_socket_for": "simsock.ecosystem.socket_relay",
+    "udp_socket_for": "simsock.ecosystem.udp_relay",
     "ModemMqttClient": "simsock.ecosystem.mqtt",
     "ModemSocketFactory": "simsock.ecosystem.mqtt",
     "attach_modem": "simsock.ecosystem.mqtt",
@@ -81,7 +82,8 @@ if TYPE_CHECKING:
     from .httpx_backend import ModemNetworkBackend, ModemTransport
     from .interpose import host_network, use_modem
     from .mqtt import ModemMqttClient, ModemSocketFactory, attach_modem
-    from .socket_relay import RelayedSocket, socket_for, udp_socket_for
+    from .socket_relay import RelayedSocket, socket_for
+    from .udp_relay import udp_socket_for
 
 
 def __getattr__(name: str) -> Any:

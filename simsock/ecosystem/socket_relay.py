@@ -5,8 +5,7 @@
 link opened with ``modem.create_connection``. The returned socket is a host
 socket like any other, so code that wants one (``sock.sendall``/``sock.recv``
 in a thread, paho-mqtt, ``ssl.wrap_socket``, ``select``) runs over the module.
-``udp_socket_for`` does the same for UDP with a ``SOCK_DGRAM`` pair, one
-datagram for one datagram.
+:func:`~simsock.ecosystem.udp_relay.udp_socket_for` does the same for UDP.
 
 How it behaves, and why:
 
@@ -17,8 +16,6 @@ How it behaves, and why:
   taking and the deliveries already in flight when it paused); above that
   the link is paused (no ``AT+CIPRXGET``: the data waits in the module) until
   the socketpair, whose own kernel buffers are the rest of the pipe, takes it.
-  A UDP datagram the application's socket cannot take now is dropped (and
-  counted), as the kernel would.
 - The relay's tasks are owned by a module-level registry until they end: a
   task referenced only by the loop can be garbage-collected in mid-transfer.
 - End of stream and close: the peer's end of stream becomes
@@ -45,7 +42,6 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..sockets.datagram import LinkDatagramTransport
     from ..sockets.modem import Modem
 
 __all__ = [
@@ -53,9 +49,9 @@ __all__ = [
     "RELAY_HIGH_WATER_BYTES",
     "RelayedSocket",
     "SocketRelay",
+    "WriteGate",
     "socket_for",
     "socket_for_nowait",
-    "udp_socket_for",
 ]
 
 logger = logging.getLogger("simsock.ecosystem")
@@ -69,10 +65,6 @@ RELAY_LOW_WATER_BYTES = RELAY_HIGH_WATER_BYTES // 4
 #: After the application's ``shutdown(SHUT_WR)``: how often to look whether
 #: it has closed its socket (the kernel does not wake anyone for that).
 HALF_CLOSE_POLL_S = 0.25
-#: Largest datagram read from the application: 64 KiB, the UDP maximum. The
-#: module sends at most 1500 bytes (``AT+CIPSEND``); larger ones are refused
-#: by the link with ``EMSGSIZE`` (logged, counted in ``refused_datagrams``).
-DATAGRAM_READ_BYTES = 65536
 
 #: Relays whose tasks or link are still running; see the module docstring.
 _LIVE: set[SocketRelay] = set()
@@ -218,21 +210,38 @@ class SocketRelay:
         self._app_gone.set()
 
 
+class WriteGate:
+    """A link protocol's side of write flow control: ``drain()`` waits while it is paused."""
+
+    def __init__(self) -> None:
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def drain(self) -> None:
+        """Wait until the link's write buffer is below its low-water mark, or the link is gone."""
+        await self._writable.wait()
+
+
 # -- TCP ---------------------------------------------------------------------------------
 
 
-class _LinkSide(asyncio.Protocol):
+class _LinkSide(WriteGate, asyncio.Protocol):
     """The relay's protocol on the link: a bounded queue in, ``drain()`` out."""
 
     def __init__(self, relay: _StreamRelay) -> None:
+        super().__init__()
         self._relay = relay
         self._chunks: deque[bytes] = deque()
         self.queued = 0
         self._eof = False
         self._paused = False
         self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
         self.lost = False
         self.transport: asyncio.Transport | None = None
 
@@ -261,16 +270,6 @@ class _LinkSide(asyncio.Protocol):
         self._readable.set()
         self._writable.set()
         self._relay._lost(exc)
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    async def drain(self) -> None:
-        """Wait until the link's write buffer is below its low-water mark, or the link is gone."""
-        await self._writable.wait()
 
     async def read(self) -> bytes:
         """Up to :data:`RELAY_CHUNK_BYTES` of link data; ``b""`` at the end."""
@@ -432,113 +431,4 @@ def socket_for_nowait(
     """
     sock, relay = _stream_pair(asyncio.get_running_loop())
     relay._spawn(relay.open_or_close(modem, host, port, local_port=local_port), "open")
-    return sock
-
-
-# -- UDP ---------------------------------------------------------------------------------
-
-
-class _DatagramSide(asyncio.DatagramProtocol):
-    """The relay's protocol on a UDP link: datagrams straight to the application's socket."""
-
-    def __init__(self, relay: _DatagramRelay) -> None:
-        self._relay = relay
-        self._writable = asyncio.Event()
-        self._writable.set()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._relay._deliver(data)
-
-    def error_received(self, exc: Exception) -> None:
-        logger.warning("relayed datagram refused: %r", exc)
-        self._relay.refused_datagrams += 1
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._writable.set()
-        self._relay._lost(exc)
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    async def drain(self) -> None:
-        await self._writable.wait()
-
-
-class _DatagramRelay(SocketRelay):
-    """Relays a ``SOCK_DGRAM`` pair and a connected UDP link, datagram for datagram."""
-
-    def __init__(self, inner: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(inner, loop)
-        self._side = _DatagramSide(self)
-        self._uplink: asyncio.Task[None] | None = None
-        self._link: LinkDatagramTransport | None = None
-        #: Datagrams from the link the application's socket had no room for.
-        self.dropped_datagrams = 0
-        #: Datagrams from the application the link refused (over 1500 bytes).
-        self.refused_datagrams = 0
-
-    @property
-    def held_bytes(self) -> int:
-        """Datagrams queued on the link (none are held for the application)."""
-        link = self._link
-        return 0 if link is None else link.get_write_buffer_size()
-
-    async def open(self, modem: Modem, host: str, port: int) -> None:
-        transport, _ = await modem.create_datagram_endpoint(
-            lambda: self._side, remote_addr=(host, port)
-        )
-        self._link = transport
-        self._set_transport(transport)
-        self._uplink = self._spawn(self._to_link(transport), "uplink")
-
-    def _deliver(self, data: bytes) -> None:
-        try:
-            self._inner.send(data)
-        except BlockingIOError:
-            self.dropped_datagrams += 1  # the application is not reading: UDP drops
-        except OSError as exc:  # ECONNREFUSED: the application's end is closed
-            logger.debug("relayed datagram socket gone: %r", exc)
-            self._app_closed()
-
-    def _app_closed(self) -> None:
-        super()._app_closed()
-        if self._uplink is not None:
-            self._uplink.cancel()
-        if self._transport is not None:
-            self._transport.close()
-
-    def _lost(self, exc: BaseException | None) -> None:
-        if self._uplink is not None:
-            self._uplink.cancel()
-        super()._lost(exc)
-
-    async def _to_link(self, transport: asyncio.DatagramTransport) -> None:
-        while True:
-            data = await self._loop.sock_recv(self._inner, DATAGRAM_READ_BYTES)
-            transport.sendto(data)
-            self._note_held()
-            await self._side.drain()
-
-
-async def udp_socket_for(modem: Modem, host: str, port: int) -> RelayedSocket:
-    """A connected ``SOCK_DGRAM`` socket whose datagrams go through a module UDP link.
-
-    ``send``/``recv`` on it move one datagram each, boundaries kept. The link
-    is ``modem.create_datagram_endpoint(remote_addr=(host, port))`` (a name is
-    resolved by the module), so only that peer's datagrams arrive. A datagram
-    larger than 1500 bytes cannot leave the module and is dropped (logged).
-    Closing the socket closes the link.
-    """
-    outer, inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    relay = _DatagramRelay(inner, asyncio.get_running_loop())
-    sock = RelayedSocket._adopt(outer, relay)
-    try:
-        await relay.open(modem, host, port)
-    except BaseException as exc:
-        relay._fail(exc)
-        sock.close()
-        raise
     return sock

@@ -27,8 +27,8 @@ from simsock.ecosystem.socket_relay import (
     RelayedSocket,
     SocketRelay,
     socket_for,
-    udp_socket_for,
 )
+from simsock.ecosystem.udp_relay import udp_socket_for
 from simsock.emulator import VirtualModem
 
 from .conftest import cipopens
