@@ -24,30 +24,25 @@ Choices, and why:
   delivering the remote's data until the remote closes, but such a
   connection holds a link nobody may need: when a request finds both links
   taken, the oldest half-closed connection is closed first to make room.
-- **UDP** (§7) with a push-mode modem: one unconnected module endpoint per
-  association, so datagrams can go to any destination and replies name their
-  sender. With a buffer-mode modem the module does not say who sent a
-  datagram, so each destination gets its own *connected* endpoint (a link)
-  when the client first sends to it; a third destination waits for a link
-  like a CONNECT and its datagrams are dropped if none frees up. Datagrams
-  with FRAG != 0 are dropped (fragmentation is optional in §7), and so are
-  datagrams from any address but the client's.
+- **UDP** (§7): :mod:`.udp`; in push mode one module endpoint for every
+  destination, in buffer mode a connected endpoint (a link) per destination.
 - **BIND** is answered 0x07 "command not supported".
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import socks5
+from .linkwait import LINK_WAIT_S, open_with_link_wait
+from .record import ConnectionRecord, hostport
 from .socks5 import Command, Method, Reply, Request, Socks5Error
+from .udp import UdpAssociation
 
 __all__ = [
     "DEFAULT_PORT",
@@ -67,43 +62,10 @@ T = TypeVar("T")
 
 #: The SOCKS port (RFC 1928 §3).
 DEFAULT_PORT: Final = 1080
-#: Longest wait for one of the module's two links to become free (s).
-LINK_WAIT_S: Final = 3.0
 #: Longest time a client may take to send its greeting and request (s).
 HANDSHAKE_TIMEOUT_S: Final = 10.0
 #: Largest read per relay step (bytes); asyncio's StreamReader limit.
 RELAY_CHUNK_BYTES: Final = 64 * 1024
-#: Datagrams held for a destination while its link opens (buffer mode).
-UDP_PENDING_DATAGRAMS: Final = 16
-#: Largest UDP datagram a client may send us (bytes): a UDP header and 64 KiB.
-UDP_RECEIVE_BYTES: Final = 65_535
-#: errnos that mean "no link free now": both in use (EMFILE), or, in push mode
-#: without link headers, a sender conflict that ends when the other link closes.
-_LINK_BUSY: Final = frozenset({errno.EMFILE, errno.EADDRINUSE})
-
-
-@dataclass(slots=True)
-class ConnectionRecord:
-    """What one client connection did; logged, and given to ``on_record``, when it ends.
-
-    ``bytes_up`` went from the client to the destination, ``bytes_down`` back
-    (payload only; for UDP, the datagrams' data without SOCKS headers).
-    """
-
-    client: str
-    command: str = "-"
-    destination: str = "-"
-    reply: int | None = None
-    bytes_up: int = 0
-    bytes_down: int = 0
-    link: int | None = None
-    error: str | None = None
-    started: float = field(default_factory=time.time)
-    duration_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """The record as JSON-ready values."""
-        return asdict(self)
 
 
 def check_listen_address(host: str, allow_remote: bool = False) -> None:
@@ -132,31 +94,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def open_with_link_wait(
-    open_: Callable[[], Awaitable[T]],
-    wait_s: float,
-    make_room: Callable[[], object] | None = None,
-) -> T:
-    """``await open_()``, retried while the module has no free link, for ``wait_s`` at most.
-
-    ``make_room()`` is called each time no link is free (to close an idle one).
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    delay = 0.05
-    while True:
-        try:
-            return await open_()
-        except OSError as exc:
-            if exc.errno not in _LINK_BUSY or loop.time() + delay > deadline:
-                raise
-            if make_room is not None:
-                make_room()
-        logger.debug("no free link yet: retrying in %.2f s", delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.25)
-
-
 async def _read_message(
     reader: asyncio.StreamReader,
     buffer: bytearray,
@@ -171,11 +108,6 @@ async def _read_message(
     message, used = parsed
     del buffer[:used]
     return message
-
-
-def _hostport(address: Any) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 class Socks5Proxy:
@@ -239,7 +171,7 @@ class Socks5Proxy:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client: method selection, request, then relay (``asyncio.start_server``'s
         callback)."""
-        record = ConnectionRecord(client=_hostport(writer.get_extra_info("peername")))
+        record = ConnectionRecord(client=hostport(writer.get_extra_info("peername")))
         task = asyncio.current_task()
         assert task is not None
         self._active[task] = record
@@ -277,7 +209,7 @@ class Socks5Proxy:
                 await writer.drain()
                 raise
         record.command = request.command.name.lower().replace("_", "-")
-        record.destination = _hostport((request.host, request.port))
+        record.destination = hostport((request.host, request.port))
         if request.command is Command.CONNECT:
             await self._connect(request, reader, writer, record, bytes(buffer))
         elif request.command is Command.UDP_ASSOCIATE:
@@ -435,145 +367,6 @@ async def _pipe(
         sink.write(data)
         count(len(data))
         await sink.drain()
-
-
-def _send(transport: asyncio.DatagramTransport, data: bytes, addr: Any) -> None:
-    """``sendto``, with a destination the module refuses (port 0, a bad name) dropped."""
-    try:
-        transport.sendto(data, addr)
-    except (ValueError, TypeError) as exc:
-        logger.debug("UDP to %s dropped: %s", addr, exc)
-
-
-class _Relay(asyncio.DatagramProtocol):
-    """Hands an endpoint's datagrams (and errors) to its association."""
-
-    def __init__(self, receive: Callable[[bytes, Any], None]) -> None:
-        self._receive = receive
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._receive(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        logger.info("UDP relay: %s", exc)
-
-
-class UdpAssociation:
-    """One UDP ASSOCIATE (§7): a host UDP socket for the client, module endpoints beyond.
-
-    ``client`` is the client's IP and, when the request named it, its port:
-    datagrams from anywhere else are dropped.
-    """
-
-    def __init__(
-        self,
-        modem: Modem,
-        client: tuple[str, int | None],
-        record: ConnectionRecord,
-        link_wait_s: float,
-    ) -> None:
-        self.modem = modem
-        self.record = record
-        self.link_wait_s = link_wait_s
-        self._client = client
-        self._reply_to: Any = None  # the client's address, from its first datagram
-        self._host: asyncio.DatagramTransport | None = None
-        self._shared: asyncio.DatagramTransport | None = None  # push mode: all destinations
-        self._routes: dict[tuple[str, int], asyncio.DatagramTransport | list[bytes]] = {}
-        self._openers: set[asyncio.Task[None]] = set()
-        self._closed = False
-
-    async def start(self, local_ip: str) -> tuple[str, int]:
-        """Open the client's socket on ``local_ip`` (and, in push mode, the module endpoint);
-        returns the address to tell the client."""
-        loop = asyncio.get_running_loop()
-        host, _ = await loop.create_datagram_endpoint(
-            lambda: _Relay(self._from_client), local_addr=(local_ip, 0)
-        )
-        self._host = host
-        if self.modem.rx_mode == "push":
-            shared, _ = await open_with_link_wait(
-                lambda: self.modem.create_datagram_endpoint(lambda: _Relay(self._from_module)),
-                self.link_wait_s,
-            )
-            self._shared = shared
-            self.record.link = shared.get_extra_info("link")
-        address = host.get_extra_info("sockname")
-        return str(address[0]), int(address[1])
-
-    def close(self) -> None:
-        """End the association: every socket and link it holds."""
-        self._closed = True
-        for task in self._openers:
-            task.cancel()
-        for route in self._routes.values():
-            if isinstance(route, asyncio.DatagramTransport):
-                route.close()
-        self._routes.clear()
-        for transport in (self._host, self._shared):
-            if transport is not None:
-                transport.close()
-
-    def _from_client(self, data: bytes, addr: Any) -> None:
-        ip, port = self._client
-        if addr[0] != ip or (port is not None and addr[1] != port):
-            logger.debug("UDP from %s, not the client %s: dropped", addr, self._client)
-            return
-        try:
-            datagram = socks5.parse_udp_datagram(data)
-        except Socks5Error as exc:
-            logger.debug("UDP from %s dropped: %s", addr, exc)
-            return
-        if datagram.fragment != 0:
-            logger.debug("UDP fragment %d from %s dropped", datagram.fragment, addr)
-            return
-        self._reply_to = addr
-        self.record.bytes_up += len(datagram.data)
-        destination = (datagram.host, datagram.port)
-        if self._shared is not None:
-            _send(self._shared, datagram.data, destination)
-            return
-        route = self._routes.get(destination)
-        if isinstance(route, asyncio.DatagramTransport):
-            _send(route, datagram.data, None)
-        elif route is not None:
-            if len(route) < UDP_PENDING_DATAGRAMS:
-                route.append(datagram.data)
-        else:
-            self._routes[destination] = [datagram.data]
-            task = asyncio.get_running_loop().create_task(self._open_route(destination))
-            self._openers.add(task)
-            task.add_done_callback(self._openers.discard)
-
-    async def _open_route(self, destination: tuple[str, int]) -> None:
-        """Buffer mode: a connected module endpoint for ``destination``; then what waited."""
-        try:
-            transport, _ = await open_with_link_wait(
-                lambda: self.modem.create_datagram_endpoint(
-                    lambda: _Relay(self._from_module), remote_addr=destination
-                ),
-                self.link_wait_s,
-            )
-        except (OSError, ValueError) as exc:
-            logger.warning("UDP to %s: %s; its datagrams are dropped", _hostport(destination), exc)
-            self._routes.pop(destination, None)
-            return
-        if self._closed:
-            transport.close()
-            return
-        waiting = self._routes.get(destination)
-        self._routes[destination] = transport
-        if self.record.link is None:
-            self.record.link = transport.get_extra_info("link")
-        for data in waiting if isinstance(waiting, list) else []:
-            _send(transport, data, None)
-
-    def _from_module(self, data: bytes, addr: Any) -> None:
-        if self._reply_to is None or self._host is None or self._closed:
-            return
-        self.record.bytes_down += len(data)
-        packet = socks5.build_udp_datagram(str(addr[0]), int(addr[1]), data)
-        self._host.sendto(packet, self._reply_to)
 
 
 async def serve_socks5(
