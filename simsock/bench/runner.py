@@ -22,32 +22,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import simsock
 
-from .baseline import baseline_download, baseline_exchanges, baseline_upload
+from .baseline import baseline_download, baseline_upload
 from .cases import (
     Download,
-    Exchanges,
     Peer,
     Run,
     Upload,
-    exchanges,
     measure,
     median_run,
     spread,
 )
-from .line import BITS_PER_BYTE, check_line
-from .peer import PUBLISH_BYTES
-from .relay import RelayProcess
+from .line import check_line
+from .lines import LINES, capacity, open_line
 from .report import markdown, write_reports
+from .small import SMALL_LATENCIES_S, small_message_cases
 
 __all__ = ["Plan", "main", "run_benchmarks"]
 
@@ -56,13 +53,6 @@ KIB: Final = 1024
 #: The two line rates of the issue (baud).
 SLOW_BAUD: Final = 115_200
 FAST_BAUD: Final = 921_600
-#: Request/response message size (bytes).
-RR_MESSAGE_BYTES: Final = 64
-#: Module latencies of the small-message cases (s).
-SMALL_LATENCIES_S: Final = (0.0, 0.010, 0.050)
-#: The lines every paced case runs on: the independent relay over socket:// (first:
-#: the published figures) and the virtual module's own pacing on a pty.
-LINES: Final = ("socket", "pty")
 #: simsock may lose at most this much of the line (points) to the bare baseline.
 BASELINE_LOSS_TARGET_POINTS: Final = 1.0
 
@@ -153,11 +143,6 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def capacity(baud: int | None) -> float | None:
-    """C: bytes per second one direction of the line carries (8N1), ``None`` unpaced."""
-    return None if baud is None else baud / BITS_PER_BYTE
-
-
 def throughput_row(
     case: str,
     mode: str,
@@ -231,31 +216,6 @@ def throughput_row(
         row["loss_target"] = f"loss ≤ {BASELINE_LOSS_TARGET_POINTS:g} pt"
         row["loss_status"] = "pass" if row["loss_points"] <= BASELINE_LOSS_TARGET_POINTS else "FAIL"
     return row
-
-
-@contextlib.asynccontextmanager
-async def open_line(
-    baud: int | None, line: str, *, latency_s: float = 0.0, count: int = 1
-) -> AsyncIterator[tuple[list[str], dict[str, int], Peer]]:
-    """Virtual modems behind ``line``: their URLs, the servers' ports, the peer process.
-
-    ``"pty"``: the virtual module paces its own line on a pty. ``"socket"``: the
-    module runs unpaced on a TCP port and an independent relay process
-    (:mod:`.relay`) paces the ``socket://`` line; unpaced, there is no relay.
-    """
-    if line == "pty":
-        async with Peer(baud, latency_s=latency_s, count=count) as peer:
-            yield peer.urls, peer.ports, peer
-        return
-    async with (
-        Peer(None, latency_s=latency_s, count=count, transport="tcp") as peer,
-        contextlib.AsyncExitStack() as stack,
-    ):
-        if baud is None:
-            yield peer.urls, peer.ports, peer
-            return
-        relays = [await stack.enter_async_context(RelayProcess(baud, u)) for u in peer.urls]
-        yield [relay.url for relay in relays], peer.ports, peer
 
 
 async def _repeat(plan: Plan, once: Callable[[], Awaitable[Run]]) -> list[Run]:
@@ -338,80 +298,6 @@ async def two_link_cases(plan: Plan, rows: list[dict[str, Any]]) -> None:
             rows.append(row)
 
 
-#: The small-message exchanges: name, the ack server's port name, bytes out, bytes in.
-SMALL_CASES: Final = (
-    (f"request/response {RR_MESSAGE_BYTES} B", "echo", RR_MESSAGE_BYTES, RR_MESSAGE_BYTES),
-    (f"publish {PUBLISH_BYTES} B + PUBACK", "ack", PUBLISH_BYTES, 4),
-)
-
-
-def _small_row(
-    name: str, mode: str, baud: int, latency: float, line: str, ours: Exchanges, bare: Exchanges
-) -> dict[str, Any]:
-    cap = capacity(baud)
-    assert cap is not None
-    wire = (ours.up_bytes + ours.down_bytes) / cap
-    median = statistics.median(ours.times)
-    p99 = sorted(ours.times)[min(len(ours.times) - 1, round(0.99 * (len(ours.times) - 1)))]
-    # Push: one command per exchange (AT+CIPSEND), so wire time plus one latency.
-    # Buffer: the answer is read with a second command, so two latencies at most.
-    latencies = 1 if mode == "push" else 2
-    limit = wire + latencies * latency + SMALL_SLACK_S
-    bare_median = statistics.median(bare.times)
-    return {
-        "kind": "latency",
-        "case": name,
-        "mode": mode,
-        "baud": baud,
-        "line": line,
-        "module_latency_s": latency,
-        "count": len(ours.times),
-        "median_s": median,
-        "p99_s": p99,
-        "wire_bytes_up": round(ours.up_bytes),
-        "wire_bytes_down": round(ours.down_bytes),
-        "commands_per_exchange": ours.commands,
-        "wire_s": wire,
-        "over_wire_s": median - wire,
-        "median_over_wire": median / wire,
-        "baseline": {
-            "median_s": bare_median,
-            "commands_per_exchange": bare.commands,
-            "over_wire_s": bare_median - wire,
-            "exact": bare.exact,
-        },
-        "exact": ours.exact and bare.exact,
-        "formula": "wire = (U + D) / C per exchange",
-        "target": f"median ≤ wire + {latencies} x latency (+{SMALL_SLACK_S * 1000:.0f} ms)"
-        f" = {limit * 1000:.1f} ms",
-        "status": "pass" if median <= limit else "FAIL",
-    }
-
-
-#: Allowance on the small-message targets for the hops between processes (s).
-SMALL_SLACK_S: Final = 0.002
-
-
-async def small_message_cases(plan: Plan, rows: list[dict[str, Any]]) -> None:
-    """The IoT case: 64-byte request/response and a publish with its PUBACK, at 115200 on
-    the independent line, module latency 0, 10 and 50 ms, buffer and push mode."""
-    baud = SLOW_BAUD if not plan.is_quick else FAST_BAUD
-    line = plan.lines[0]
-    for latency in plan.small_latencies:
-        async with open_line(baud, line, latency_s=latency) as (urls, ports, _):
-            for mode in ("buffer", "push"):
-                for name, port, out_bytes, in_bytes in SMALL_CASES:
-                    _progress(f"{name} {mode} {baud} latency {latency}: x {plan.rr_count}")
-                    async with simsock.open_modem(urls[0], rx_mode=mode) as modem:
-                        ours = await exchanges(
-                            modem, ports[port], out_bytes, in_bytes, plan.rr_count
-                        )
-                    bare = await baseline_exchanges(
-                        urls[0], baud, mode, ports[port], out_bytes, in_bytes, plan.rr_count
-                    )
-                    rows.append(_small_row(name, mode, baud, latency, line, ours, bare))
-
-
 async def scale_cases(plan: Plan, rows: list[dict[str, Any]]) -> None:
     """N modems driven from this one event loop, each downloading at 115200 (the IoT
     rate; the modems' own pacing, so that 16 lines cost one peer process)."""
@@ -486,7 +372,16 @@ async def run_benchmarks(plan: Plan, only: set[str] | None = None) -> list[dict[
         ("line", lambda: line_cases(plan, rows)),
         *[(f"bulk-{b}", lambda b=b: bulk_cases(plan, b, rows)) for b in plan.bauds],
         ("two-links", lambda: two_link_cases(plan, rows)),
-        ("small", lambda: small_message_cases(plan, rows)),
+        (
+            "small",
+            lambda: small_message_cases(
+                SLOW_BAUD if not plan.is_quick else FAST_BAUD,
+                plan.lines[0],
+                plan.small_latencies,
+                plan.rr_count,
+                rows,
+            ),
+        ),
         ("unpaced", lambda: bulk_cases(plan, None, rows)),
         ("scale", lambda: scale_cases(plan, rows)),
     ]
