@@ -424,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown(rows, meta))
     for path in paths:
         _progress(f"wrote {path}")
+    if not any(path.suffix == ".png" for path in paths):
+        _progress("no chart: matplotlib is not installed (pip install 'simsock[plot]')")
     failed = [r for r in rows if r.get("exact") is False]
     if failed:
         _progress(f"NOT BYTE-EXACT: {[r['case'] for r in failed]}")
