@@ -15,10 +15,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from . import __version__
+from .cli_options import global_options, modem_options, modem_session
 from .proxy import cli as proxy_cli
 
 __all__ = ["main", "modem_session"]
@@ -40,59 +41,6 @@ reaches 127.0.0.1 and ::1 only.  Docs: docs/index.md.
 """
 
 
-def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """``-v`` and ``--trace``, accepted before and after the command name."""
-    # Below the top level the defaults are SUPPRESSed, so a subcommand that is
-    # not given the option does not overwrite what came before its name.
-    default: Any = argparse.SUPPRESS
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0 if top else default,
-        help="log more: -v progress, -vv every AT exchange (logger simsock.modem.wire)",
-    )
-    parser.add_argument(
-        "--trace",
-        metavar="FILE",
-        default=None if top else default,
-        help="write every byte both ways, timestamped, to FILE ('-': stderr); "
-        "read it back with 'simsock trace-replay FILE'",
-    )
-
-
-def _modem_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("the module")
-    group.add_argument(
-        "--port",
-        metavar="URL",
-        help="the module's serial port: a device (/dev/ttyUSB2), socket://HOST:PORT, "
-        "rfc2217://..., or what 'simsock emulate' printed (default: a fresh virtual SIM7028)",
-    )
-    group.add_argument(
-        "--baud",
-        type=int,
-        default=None,
-        help="line rate (default 115200; a virtual module is paced at this rate only if given)",
-    )
-    group.add_argument("--apn", help="set the PDP context's APN (AT+CGDCONT) before NETOPEN")
-    group.add_argument(
-        "--ipv6", action="store_true", help="open an IPv6 PDP context (AT+CSOCKETPN=1,6)"
-    )
-    group.add_argument(
-        "--no-network",
-        action="store_true",
-        help="only AT and ATE0: do not open the network (for a module whose SIM wants a PIN "
-        "or that is not registered; 'at' and 'probe' only)",
-    )
-    group.add_argument(
-        "--rx-mode",
-        choices=("buffer", "push"),
-        default="buffer",
-        help="receive mode: buffer access (AT+CIPRXGET=1, flow-controlled) or direct push",
-    )
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simsock",
@@ -102,12 +50,12 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"simsock {__version__}")
-    _global_options(parser, top=True)
+    global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
         child = sub.add_parser(name, help=help, description=description)
-        _global_options(child, top=False)
+        global_options(child, top=False)
         return child
 
     demo = command(
@@ -250,7 +198,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "decoded by simsock's parser. Lines starting with # are comments. The exit status "
         "is 1 when a command failed.",
     )
-    _modem_options(at_cmd)
+    modem_options(at_cmd)
     at_cmd.add_argument(
         "--linger",
         type=float,
@@ -266,7 +214,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "signal (AT+CSQ), registration (AT+CEREG?), system (AT+CPSI?), network state, IP "
         "address, DNS servers, capabilities, timeouts and socket configuration.",
     )
-    _modem_options(probe)
+    modem_options(probe)
     probe.add_argument("--json", action="store_true", help="print one JSON object")
 
     get = command(
@@ -287,7 +235,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     get.add_argument("--cacert", metavar="FILE", help="also trust the CAs in FILE for HTTPS")
     get.add_argument("-k", "--insecure", action="store_true", help="do not verify certificates")
-    _modem_options(get)
+    modem_options(get)
 
     replay = command(
         "trace-replay",
@@ -308,52 +256,6 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Every argument after 'bench' goes to simsock.bench.",
     )
     return parser
-
-
-# -- opening a module --------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def modem_session(args: argparse.Namespace, **options: Any) -> AsyncIterator[Any]:
-    """The module ``args.port`` names, or a fresh virtual SIM7028; yields the open ``Modem``.
-
-    ``--trace`` starts the wire trace; ``options`` go to :func:`simsock.open_modem`.
-    """
-    from .trace import open_traced_modem
-
-    async with contextlib.AsyncExitStack() as stack:
-        url = args.port
-        baud = args.baud
-        if url is None:
-            from .emulator import VirtualModem
-
-            vm = await stack.enter_async_context(VirtualModem(baudrate=baud))
-            url = vm.url
-            logger.info("virtual SIM7028 on %s", url)
-        if getattr(args, "no_network", False):
-            from .terminal import open_bare
-            from .trace import open_trace
-
-            tracer = None
-            if args.trace is not None:
-                tracer = open_trace(args.trace, url=url)
-                stack.callback(tracer.close)
-            yield await stack.enter_async_context(
-                open_bare(url, baudrate=baud or 115200, wire_tap=tracer)
-            )
-            return
-        modem = await stack.enter_async_context(
-            open_traced_modem(
-                url,
-                args.trace,
-                baudrate=baud or 115200,
-                rx_mode=args.rx_mode,
-                apn=args.apn,
-                ip_family=6 if args.ipv6 else 4,
-                **options,
-            )
-        )
-        yield modem
 
 
 async def _run_at(args: argparse.Namespace) -> int:

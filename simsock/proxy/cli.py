@@ -23,6 +23,7 @@ import signal
 import sys
 from typing import Any
 
+from ..cli_options import global_options, modem_options, modem_session
 from .server import DEFAULT_PORT, LINK_WAIT_S, ConnectionRecord, Socks5Proxy, check_listen_address
 
 __all__ = ["add_parser", "run"]
@@ -30,8 +31,6 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``proxy`` command to ``simsock``'s subparsers; returns its parser."""
-    from ..cli import _global_options, _modem_options  # here: simsock.cli imports this module
-
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "proxy",
         help="a local SOCKS5 server that carries every connection over the module",
@@ -41,8 +40,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--link-wait seconds for one, then fails (reply 0x01). Prints where it listens on "
         "the first line of standard output.",
     )
-    _global_options(parser, top=False)
-    _modem_options(parser)
+    global_options(parser, top=False)
+    modem_options(parser)
     group = parser.add_argument_group("the SOCKS5 server")
     group.add_argument(
         "--listen",
@@ -84,8 +83,6 @@ def _emit(event: str, values: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; the exit status."""
-    from ..cli import modem_session
-
     if args.no_network:
         print("simsock proxy: --no-network leaves nothing to carry connections", file=sys.stderr)
         return 2
