@@ -129,13 +129,16 @@ class UdpDatagram:
     data: bytes
 
 
+def _version_then_more(data: bytes) -> bool:
+    """Whether ``data`` holds VER (checked: 5) and at least one byte after it."""
+    if data and data[0] != SOCKS_VERSION:
+        raise Socks5Error(f"not SOCKS version 5 (VER {data[0]:#04x})")
+    return len(data) >= 2
+
+
 def parse_greeting(data: bytes) -> tuple[Greeting, int] | None:
     """The greeting at the start of ``data`` and its length; ``None`` when it is incomplete."""
-    if not data:
-        return None
-    if data[0] != SOCKS_VERSION:
-        raise Socks5Error(f"not SOCKS version 5 (VER {data[0]:#04x})")
-    if len(data) < 2:
+    if not _version_then_more(data):
         return None
     count = data[1]
     if count == 0:
@@ -199,11 +202,7 @@ def parse_request(data: bytes) -> tuple[Request, int] | None:
     Checked in wire order, so the error names the first bad field: VER,
     CMD (``COMMAND_NOT_SUPPORTED``), RSV, ATYP (``ADDRESS_TYPE_NOT_SUPPORTED``).
     """
-    if not data:
-        return None
-    if data[0] != SOCKS_VERSION:
-        raise Socks5Error(f"not SOCKS version 5 (VER {data[0]:#04x})")
-    if len(data) < 2:
+    if not _version_then_more(data):
         return None
     if data[1] not in _COMMANDS:
         raise Socks5Error(f"unknown command {data[1]:#04x}", Reply.COMMAND_NOT_SUPPORTED)

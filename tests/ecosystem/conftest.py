@@ -35,6 +35,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_listening(
+    process: subprocess.Popen[bytes], name: str, *ports: int, timeout_s: float = 10.0
+) -> None:
+    """Wait until the server ``process`` accepts connections on every port of ``ports``."""
+    deadline = time.monotonic() + timeout_s
+    for port in ports:
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{name} did not listen on {port}") from None
+                time.sleep(0.05)
+
+
 def body_for(size: int) -> bytes:
     """The deterministic body the HTTP server sends for ``/bytes/<size>``."""
     block = hashlib.sha256(str(size).encode()).digest()
@@ -266,15 +282,7 @@ def redis_port() -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+        wait_listening(process, "redis-server", port)
         yield port
     finally:
         process.terminate()

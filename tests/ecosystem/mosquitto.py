@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .conftest import Certificates, free_port
+from .conftest import Certificates, free_port, wait_listening
 
 START_TIMEOUT_S = 10.0
 
@@ -74,19 +72,6 @@ def _config(directory: Path, certs: Certificates, port: int, tls_port: int) -> P
     return config
 
 
-def _wait_listening(process: subprocess.Popen[bytes], *ports: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    for port in ports:
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"mosquitto did not listen on {port}") from None
-                time.sleep(0.05)
-
-
 @pytest.fixture
 def mosquitto(tmp_path: Path, certs: Certificates) -> Iterator[Mosquitto]:
     """A real mosquitto on 127.0.0.1: ``port`` (plain) and ``tls_port`` (certificate for
@@ -104,7 +89,7 @@ def mosquitto(tmp_path: Path, certs: Certificates) -> Iterator[Mosquitto]:
         [executable, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        _wait_listening(process, port, tls_port)
+        wait_listening(process, "mosquitto", port, tls_port, timeout_s=START_TIMEOUT_S)
         yield Mosquitto(port, tls_port, tmp_path / "ca.pem", tmp_path / "mosquitto.log")
     finally:
         process.terminate()
